@@ -1,0 +1,4 @@
+from speechlm_batch.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""File writes that never leave a half-replaced file behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cache_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where models and fetched packages live: $SPEECHLM_BATCH_CACHE, else ~/.cache/speechlm-batch."""
+    env = os.environ if environ is None else environ
+    root = env.get("SPEECHLM_BATCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "speechlm-batch")
+    return Path(root)
