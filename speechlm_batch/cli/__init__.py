@@ -1,0 +1,33 @@
+"""The `speechlm-batch` command: wiring only. Each command lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from speechlm_batch.cli import console as ui
+from speechlm_batch.cli.models import models_app
+from speechlm_batch.cli.transcribe import transcribe
+from speechlm_batch.errors import SpeechlmBatchError
+
+app = typer.Typer(
+    name="speechlm-batch",
+    help="Offline batch transcription with speech LLMs and ASR models on vLLM.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(transcribe)
+app.add_typer(models_app, name="models")
+
+
+def main() -> None:
+    """Entry point: run failures are caught here once and mapped to documented exit codes."""
+    try:
+        app()
+    except SpeechlmBatchError as e:
+        ui.console.print(f"[bold red]error:[/bold red] {e}")
+        if e.hint:
+            ui.console.print(f"[dim]hint:[/dim] {e.hint}")
+        sys.exit(e.exit_code)

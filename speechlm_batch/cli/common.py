@@ -1,0 +1,122 @@
+"""Turning command-line options into settings, and running a source with progress: shared by commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from speechlm_batch import runner, sharding
+from speechlm_batch.cli import console as ui
+from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, UsageError
+from speechlm_batch.settings import DecodeSettings, EngineSettings, RunSettings
+
+ENGINE_DEFAULTS = EngineSettings()
+DECODE_DEFAULTS = DecodeSettings()
+RUN_DEFAULTS = RunSettings()
+
+
+def build_settings(opts: Mapping[str, Any]) -> RunSettings:
+    """RunSettings from a command's options (the names match the settings fields)."""
+    engine = EngineSettings(
+        model=opts["model"],
+        dtype=opts["dtype"],
+        max_model_len=opts["max_model_len"],
+        max_num_seqs=opts["max_num_seqs"],
+        max_num_batched_tokens=opts["max_num_batched_tokens"],
+        gpu_memory_utilization=opts["gpu_memory_utilization"],
+        kv_cache_gib=opts["kv_cache_gib"],
+        tensor_parallel_size=opts["tensor_parallel_size"],
+        enforce_eager=opts["enforce_eager"],
+        trust_remote_code=opts["trust_remote_code"],
+        plugin=opts["plugin"],
+        hf_overrides=_json_option("--hf-overrides", opts["hf_overrides"]),
+        tokenizer=opts["tokenizer"],
+    )
+    decode = DecodeSettings(
+        family=opts["family"],
+        language=opts["language"],
+        prompt=opts["prompt"],
+        audio_placeholder=opts["audio_placeholder"],
+        max_tokens=opts["max_tokens"],
+        tokens_per_s=opts["tokens_per_second"],
+        collapse_loops=opts["collapse_loops"],
+    )
+    return RunSettings(engine=engine, decode=decode, window_rows=opts["window"], decode_workers=opts["decode_workers"], strict=opts["strict"])
+
+
+def _json_option(name: str, value: str | None) -> dict | None:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{name} is not valid JSON: {e}") from e
+    if not isinstance(parsed, dict):
+        raise UsageError(f"{name} must be a JSON object")
+    return parsed
+
+
+def resolve_chunk(option: str | None) -> sharding.ChunkSpec | None:
+    """--chunk wins; else a Slurm array task's index and count, said so in the log."""
+    if option is not None:
+        return sharding.ChunkSpec.parse(option)
+    spec = sharding.chunk_from_env(dict(os.environ))
+    if spec is not None:
+        ui.console.print(f"[dim]chunk {spec.index}/{spec.count} taken from SLURM_ARRAY_TASK_* variables[/dim]")
+    return spec
+
+
+def install_stop_handlers() -> threading.Event:
+    """SIGINT / SIGTERM (Slurm pre-emption) stop feeding new rows; what is in flight is finished and written."""
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        ui.console.print(f"[yellow]{signal.Signals(signum).name}: finishing the rows in flight, then stopping[/yellow]")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def run_with_progress(source, settings: RunSettings, output_dir: Path, *, model_path: str, chunk, overwrite: bool, label: str):
+    """runner.run_source with a rich progress bar; returns the outcome."""
+    stop = install_stop_handlers()
+    with ui.progress() as bar:
+        task = bar.add_task(label, total=None, audio_h=0.0)
+
+        def on_start(total: int, resumed: int) -> None:
+            bar.update(task, total=total, completed=resumed)
+
+        def on_rows(rows) -> None:
+            audio_h = sum(r.audio_s for r in rows) / 3600
+            bar.update(task, advance=len(rows), audio_h=bar.tasks[task].fields["audio_h"] + audio_h)
+
+        return runner.run_source(
+            source, settings, output_dir, model_path=model_path, chunk=chunk, overwrite=overwrite,
+            stop=stop, on_start=on_start, on_rows=on_rows,
+        )
+
+
+def finish(outcome: runner.RunOutcome, title: str) -> int:
+    """Print the summary and return the exit code scripts can rely on."""
+    if outcome.already_done:
+        ui.console.print(f"[green]{outcome.predictions_path} is complete already: nothing to do[/green] (use --overwrite to redo)")
+        return EXIT_OK
+    report = outcome.report.to_dict()
+    ui.out.print(ui.run_summary(report, title))
+    failed = report["score"]["rows_failed_by_kind"]
+    if failed:
+        ui.out.print(ui.failures_table(failed))
+    ui.console.print(f"predictions: {outcome.predictions_path}\nreport: {outcome.report_path}")
+    if outcome.interrupted:
+        ui.console.print("[yellow]interrupted: rerun the same command to resume where it stopped[/yellow]")
+        return EXIT_INTERRUPTED
+    return EXIT_ROWS_FAILED if failed else EXIT_OK

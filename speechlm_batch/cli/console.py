@@ -1,0 +1,61 @@
+"""Everything the terminal shows: the only module that imports rich."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+out = Console()  # tables meant for stdout (pipes, CI logs)
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[audio_h]:.2f} h audio"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _fmt(value: Any, spec: str = ".2f", missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def run_summary(report: Mapping[str, Any], title: str) -> Table:
+    """The end-of-run table from a report dict (report.json's content)."""
+    score = report["score"]
+    wer = score.get("wer") or {}
+    timing = report["timings"]
+    table = Table(title=title, show_header=True, header_style="bold")
+    for col in ("rows ok", "rows failed", "audio h", "WER %", "S / D / I", "ref words", "RTFx e2e", "RTFx engine", "load s"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(score["rows_ok"]),
+        str(score["rows_failed"]),
+        _fmt(score["audio_s"] / 3600, ".3f"),
+        _fmt(wer.get("wer_percent")),
+        f"{wer.get('substitutions', '-')} / {wer.get('deletions', '-')} / {wer.get('insertions', '-')}" if wer else "-",
+        str(wer.get("reference_words", "-")) if wer else "-",
+        _fmt(report.get("rtfx_end_to_end"), ".1f"),
+        _fmt(report.get("rtfx_engine"), ".1f"),
+        _fmt(timing.get("load_s"), ".1f"),
+    )
+    return table
+
+
+def failures_table(by_kind: Mapping[str, int]) -> Table:
+    table = Table(title="Failed rows by kind", header_style="bold")
+    table.add_column("error kind")
+    table.add_column("rows", justify="right")
+    for kind, count in sorted(by_kind.items()):
+        table.add_row(kind, str(count))
+    return table

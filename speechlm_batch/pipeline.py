@@ -1,0 +1,206 @@
+"""One transcription loop shared by `transcribe`, `eval` and the benchmark.
+
+Flow per row: audio.read -> audio.split -> adapter.request -> engine.run -> adapter.postprocess -> join the
+pieces -> writer. Audio for the next window is decoded on worker threads while the engine works on the
+current one (soundfile and soxr release the GIL); the engine itself is fed continuously (see engine.run).
+Finished rows are written once per window, so a kill loses at most the rows in flight. Never prints.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from speechlm_batch import audio as audio_io
+from speechlm_batch.adapters.base import EngineRequest, ModelAdapter
+from speechlm_batch.engine import Completion, Engine
+from speechlm_batch.settings import RunSettings
+from speechlm_batch.textguard import collapse_loops
+from speechlm_batch.types import Audio, AudioPiece, BadRow, ErrorKind, RowError, RowResult, Utterance
+
+WARMUP_AUDIO_S = 1.0
+
+
+class RowSink:
+    """Where finished rows go (outputs.PredictionWriter and outputs.InMemoryWriter both fit)."""
+
+    def write_window(self, results: Sequence[RowResult]) -> None: ...
+
+
+@dataclass
+class LoopStats:
+    """What the loop measured. Times are seconds; `engine_s` is time inside vLLM calls only."""
+
+    rows: int = 0
+    rows_failed: int = 0
+    audio_s: float = 0.0
+    decode_s: float = 0.0  # summed over decode threads (overlaps the engine)
+    engine_s: float = 0.0
+    write_s: float = 0.0
+    wall_s: float = 0.0
+    interrupted: bool = False
+
+
+@dataclass
+class _OpenRow:
+    utterance: Utterance
+    count: int
+    audio_s: float
+    texts: dict[int, str] = field(default_factory=dict)
+    received: int = 0
+    error: RowError | None = None
+
+
+def run(
+    items: Iterable[Utterance | BadRow],
+    *,
+    engine: Engine,
+    adapter: ModelAdapter,
+    sink: RowSink,
+    settings: RunSettings,
+    stop: threading.Event | None = None,
+    on_rows: Callable[[Sequence[RowResult]], None] | None = None,
+) -> LoopStats:
+    """Transcribe every item, writing results to `sink` window by window."""
+    stats = LoopStats()
+    stop = stop or threading.Event()
+    busy_before = engine.busy_s
+    start = time.perf_counter()
+    assembler = _Assembler(adapter, settings.decode.collapse_loops)
+    with ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="decode") as pool:
+        requests = _requests(items, adapter, settings, pool, assembler, stats, stop)
+        max_in_flight = max(settings.window_rows, 1)
+        for completion in engine.run(requests, max_in_flight):
+            assembler.complete(completion)
+            if len(assembler.finished) >= settings.window_rows:
+                _flush(assembler, sink, stats, on_rows)
+    _flush(assembler, sink, stats, on_rows)
+    stats.engine_s = engine.busy_s - busy_before
+    stats.wall_s = time.perf_counter() - start
+    stats.interrupted = stop.is_set()
+    return stats
+
+
+def warmup(engine: Engine, adapter: ModelAdapter) -> float:
+    """One short request before timing starts: first-call costs stay out of RTFx. Returns seconds."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    samples = (rng.standard_normal(int(WARMUP_AUDIO_S * adapter.sample_rate)) * 0.01).astype(np.float32)
+    piece = AudioPiece("warmup", 0, 1, samples, adapter.sample_rate)
+    list(engine.run([("warmup", adapter.request(piece))], 1))
+    return time.perf_counter() - start
+
+
+def _flush(assembler: _Assembler, sink: RowSink, stats: LoopStats, on_rows) -> None:
+    rows, assembler.finished = assembler.finished, []
+    if not rows:
+        return
+    start = time.perf_counter()
+    sink.write_window(rows)
+    stats.write_s += time.perf_counter() - start
+    stats.rows += len(rows)
+    stats.rows_failed += sum(1 for r in rows if not r.ok)
+    stats.audio_s += sum(r.audio_s for r in rows if r.ok)
+    if on_rows is not None:
+        on_rows(rows)
+
+
+def _requests(items, adapter, settings, pool, assembler, stats, stop) -> Iterator[tuple[tuple[str, int], EngineRequest]]:
+    """Requests for every piece, window by window, decoding the next window while this one is submitted."""
+    windows = _windows(items, settings.window_rows, stop)
+    ahead = _decode_window(next(windows, None), adapter, pool)
+    while ahead is not None:
+        current = ahead
+        ahead = _decode_window(next(windows, None), adapter, pool)  # prefetch: overlaps the engine
+        pieces: list[AudioPiece] = []
+        for item, decoded in current:
+            audio, decode_s = decoded.result() if isinstance(decoded, Future) else decoded
+            stats.decode_s += decode_s
+            pieces.extend(assembler.open(item, audio))
+        if settings.sort_by_duration:
+            pieces.sort(key=lambda p: -len(p.samples))  # longest first: fuller batches, shorter tail
+        for piece in pieces:
+            yield (piece.utterance_id, piece.index), adapter.request(piece)
+
+
+def _windows(items: Iterable, size: int, stop: threading.Event) -> Iterator[list]:
+    window: list = []
+    for item in items:
+        if stop.is_set():
+            break
+        window.append(item)
+        if len(window) >= size:
+            yield window
+            window = []
+    if window and not stop.is_set():
+        yield window
+
+
+def _decode_window(window, adapter, pool) -> list | None:
+    if window is None:
+        return None
+    return [(item, _submit(item, adapter, pool)) for item in window]
+
+
+def _submit(item, adapter, pool):
+    if isinstance(item, BadRow):
+        return (item.error, 0.0)
+    return pool.submit(_timed_read, item, adapter.sample_rate)
+
+
+def _timed_read(utt: Utterance, sample_rate: int) -> tuple[Audio | RowError, float]:
+    start = time.perf_counter()
+    try:
+        result = audio_io.read(utt, sample_rate)
+    except MemoryError:
+        result = RowError(ErrorKind.UNREADABLE, f"{utt.audio_filepath}: out of memory while decoding")
+    return result, time.perf_counter() - start
+
+
+class _Assembler:
+    """Tracks rows whose pieces are in flight and joins their texts in piece order."""
+
+    def __init__(self, adapter: ModelAdapter, collapse: bool) -> None:
+        self.adapter = adapter
+        self.collapse = collapse
+        self.open_rows: dict[str, _OpenRow] = {}
+        self.finished: list[RowResult] = []
+
+    def open(self, item: Utterance | BadRow, audio: Audio | RowError) -> list[AudioPiece]:
+        if isinstance(item, BadRow):
+            self.finished.append(RowResult(item, None, item.error))
+            return []
+        if isinstance(audio, RowError):
+            self.finished.append(RowResult(item, None, audio))
+            return []
+        max_s = self.adapter.max_piece_s or float("inf")
+        pieces = audio_io.split(audio, max_s, item.id)
+        self.open_rows[item.id] = _OpenRow(item, len(pieces), audio.duration_s)
+        return pieces
+
+    def complete(self, completion: Completion) -> None:
+        utterance_id, index = completion.key
+        row = self.open_rows[utterance_id]
+        row.received += 1
+        if completion.error is not None:
+            row.error = row.error or RowError(ErrorKind.ENGINE, f"{row.utterance.audio_filepath}: {completion.error}")
+        else:
+            row.texts[index] = self.adapter.postprocess(completion.text or "")
+        if row.received == row.count:
+            self._finish(utterance_id)
+
+    def _finish(self, utterance_id: str) -> None:
+        row = self.open_rows.pop(utterance_id)
+        if row.error is not None:
+            self.finished.append(RowResult(row.utterance, None, row.error, 0.0, row.count))
+            return
+        text = " ".join(t for t in (row.texts[i] for i in range(row.count)) if t)
+        loops = 0
+        if self.collapse:
+            text, loops = collapse_loops(text)
+        self.finished.append(RowResult(row.utterance, text, None, row.audio_s, row.count, loops))
