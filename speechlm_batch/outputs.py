@@ -286,14 +286,21 @@ class InMemoryWriter:
                 continue
             self.rows.append(result_to_dict(result))
             self.done_ids.add(result.utterance.id)
-            self.rows_ok, self.rows_failed = self.rows_ok + result.ok, self.rows_failed + (not result.ok)
+            if result.ok:
+                self.rows_ok += 1
+            else:
+                self.rows_failed += 1
             written += 1
         return written
 
     def finish(self) -> dict[str, Any]:
         self.finished = True
-        return {"fingerprint": self.fingerprint, "rows_written": self.rows_written,
-                "rows_ok": self.rows_ok, "rows_failed": self.rows_failed}
+        return {
+            "fingerprint": self.fingerprint,
+            "rows_written": self.rows_written,
+            "rows_ok": self.rows_ok,
+            "rows_failed": self.rows_failed,
+        }
 
     def close(self) -> None:
         pass
