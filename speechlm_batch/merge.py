@@ -12,6 +12,7 @@ size of the merged file. Fine for manifests of a few million rows; an external s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -73,7 +74,8 @@ class MergeResult:
             parts = [f"{fp} (chunks {compress_indices(ix)})" for fp, ix in sorted(by_fp.items())]
             found.append("chunks were made with different settings: " + ", ".join(parts))
         if self.duplicate_positions:
-            found.append(f"{len(self.duplicate_positions)} positions written twice, first {self.duplicate_positions[0]}")
+            first = self.duplicate_positions[0]
+            found.append(f"{len(self.duplicate_positions)} positions written more than once, first {first}")
         if self.gaps:
             shown = ", ".join(f"{r.start}..{r.stop - 1}" for r in self.gaps[:5])
             found.append(f"{sum(len(r) for r in self.gaps)} positions missing: {shown}")
@@ -99,9 +101,11 @@ def merge(output_dir: Path, *, expected_count: int | None = None) -> MergeResult
     chunks = [OutputPaths.of(output_dir, ChunkSpec(k, count)) for k in range(count)]
     fingerprints = {k: fp for k, paths in enumerate(chunks) if (fp := _fingerprint(paths)) is not None}
     missing = tuple(k for k, paths in enumerate(chunks) if not paths.predictions.is_file())
+    # A chunk without a meta fingerprint cannot be vouched for: it counts as unfinished.
     unfinished = tuple(
-        k for k, paths in enumerate(chunks)
-        if k not in missing and not done_marker_matches(paths, fingerprints.get(k))
+        k
+        for k, paths in enumerate(chunks)
+        if k not in missing and (k not in fingerprints or not done_marker_matches(paths, fingerprints[k]))
     )
     result = MergeResult(output_dir, count, missing, unfinished, fingerprints)
     if missing or unfinished or result.fingerprint_mismatch:
@@ -111,14 +115,20 @@ def merge(output_dir: Path, *, expected_count: int | None = None) -> MergeResult
     gaps = _gaps(lines, total)
     out_of_range = tuple(sorted(p for p in lines if p >= total))
     checked = MergeResult(
-        output_dir, count, fingerprints=fingerprints, duplicate_positions=duplicates,
-        gaps=gaps, out_of_range=out_of_range, rows=len(lines), rows_failed=rows_failed,
+        output_dir,
+        count,
+        fingerprints=fingerprints,
+        duplicate_positions=duplicates,
+        gaps=gaps,
+        out_of_range=out_of_range,
+        rows=len(lines),
+        rows_failed=rows_failed,
     )
     if duplicates or gaps or out_of_range:
         return checked
     merged = OutputPaths.of(output_dir, None)
     _write_merged(merged, lines, chunks, fingerprints[0], rows_failed)
-    return MergeResult(**{**checked.__dict__, "merged": merged.predictions})
+    return dataclasses.replace(checked, merged=merged.predictions)
 
 
 def compress_indices(indices: Iterable[int]) -> str:
@@ -217,7 +227,8 @@ def _write_merged(
     finished = max(str(done.get("finished", "")) for done in chunk_dones)
     marker = done_marker(fingerprint, merged.predictions, len(lines) - rows_failed, rows_failed, finished)
     meta = dict(read_json(chunks[0].meta) or {})
-    meta.update(chunk=None, input={**meta.get("input", {}), "rows": len(lines)}, merged_from_chunks=len(chunks))
+    source = meta.get("input") if isinstance(meta.get("input"), dict) else {}
+    meta.update(chunk=None, input={**source, "rows": len(lines)}, merged_from_chunks=len(chunks))
     atomic_write_text(merged.meta, json.dumps(meta, indent=2, ensure_ascii=False))
     atomic_write_text(merged.done, json.dumps(marker, indent=2))
 

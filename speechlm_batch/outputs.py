@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 from speechlm_batch.errors import ResumeMismatchError, SpeechlmBatchError
 from speechlm_batch.fsutil import atomic_write_text
@@ -220,7 +220,7 @@ class PredictionWriter:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> PredictionWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -305,7 +305,7 @@ class InMemoryWriter:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> InMemoryWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

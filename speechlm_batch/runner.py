@@ -72,7 +72,8 @@ def run_source(
         output_dir, chunk, settings.fingerprint(model_path), meta, overwrite=overwrite
     )
     if writer.is_done:
-        return RunOutcome(writer.path, None, None, True, len(writer.done_ids), False)
+        writer.close()
+        return RunOutcome(writer.paths.predictions, None, None, True, len(writer.done_ids), False)
     resumed = len(writer.done_ids)
     if on_start is not None:
         on_start(len(shard.positions), resumed)
@@ -83,15 +84,20 @@ def run_source(
         warmup_s = pipeline.warmup(engine, adapter)
         items = _todo(source, shard, writer.done_ids)
         stats = pipeline.run(items, engine=engine, adapter=adapter, sink=writer, settings=settings, stop=stop, on_rows=on_rows)
+    except BaseException:
+        writer.close()  # every window already written stays; the rerun resumes after it
+        raise
     finally:
         if own_engine:
             engine.shutdown()
-    if not stats.interrupted:
+    if stats.interrupted:
+        writer.close()
+    else:
         writer.finish()
-    report = _report(writer.path, settings, engine, adapter, stats, warmup_s, resumed)
+    report = _report(writer.paths.predictions, settings, engine, adapter, stats, warmup_s, resumed)
     report_path = output_dir / f"report{'.' + chunk.label if chunk else ''}.json"
     reports.write_report_json(report_path, report)
-    return RunOutcome(writer.path, report_path, report, False, resumed, stats.interrupted)
+    return RunOutcome(writer.paths.predictions, report_path, report, False, resumed, stats.interrupted)
 
 
 def _durations(source: Source) -> list[float | None]:
