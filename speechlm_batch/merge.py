@@ -227,7 +227,8 @@ def _write_merged(
     finished = max(str(done.get("finished", "")) for done in chunk_dones)
     marker = done_marker(fingerprint, merged.predictions, len(lines) - rows_failed, rows_failed, finished)
     meta = dict(read_json(chunks[0].meta) or {})
-    source = meta.get("input") if isinstance(meta.get("input"), dict) else {}
+    source = meta.get("input")
+    source = source if isinstance(source, dict) else {}
     meta.update(chunk=None, input={**source, "rows": len(lines)}, merged_from_chunks=len(chunks))
     atomic_write_text(merged.meta, json.dumps(meta, indent=2, ensure_ascii=False))
     atomic_write_text(merged.done, json.dumps(marker, indent=2))

@@ -246,8 +246,7 @@ def _merge_parent(
     indices = [int(c[CHUNK_INDEX_KEY]) for c in chunks]
     if indices != list(range(len(indices))):
         warnings.append(
-            f"parent {parent}: chunk indices {indices} are not contiguous from 0; "
-            "missing chunks count as deletions"
+            f"parent {parent}: chunk indices {indices} are not contiguous from 0; missing chunks count as deletions"
         )
     texts = [c.get("text") for c in chunks]
     same_text = all(t == texts[0] for t in texts)

@@ -166,10 +166,10 @@ class PredictionWriter:
         if overwrite:
             for path in (writer.paths.predictions, writer.paths.meta, writer.paths.done):
                 path.unlink(missing_ok=True)
-        if writer.paths.predictions.exists():
+        if writer._resumable():
             writer._resume()
         else:
-            writer.paths.done.unlink(missing_ok=True)  # a marker without its file describes nothing
+            writer.paths.done.unlink(missing_ok=True)  # a marker without its rows describes nothing
             record = {"fingerprint": fingerprint, "chunk": _chunk_dict(chunk), "created": now_iso(), **meta}
             atomic_write_text(writer.paths.meta, json.dumps(record, indent=2, ensure_ascii=False, default=str))
         writer._file = writer.paths.predictions.open("ab")
@@ -233,16 +233,27 @@ class PredictionWriter:
         else:
             self.rows_ok += 1
 
-    def _resume(self) -> None:
-        """Check the fingerprint, cut a torn tail, collect done ids; a stale done marker is removed."""
+    def _resumable(self) -> bool:
+        """True when earlier rows exist under this fingerprint; raises when they exist under another one.
+
+        An empty file under another fingerprint (killed before its first window) holds nothing to protect.
+        """
+        if not self.paths.predictions.exists():
+            return False
         self.previous_meta = read_json(self.paths.meta)
         previous = None if self.previous_meta is None else self.previous_meta.get("fingerprint")
-        if previous != self.fingerprint:
-            raise ResumeMismatchError(
-                f"{self.paths.predictions} was written with settings fingerprint {previous or '(unknown)'}, "
-                f"this run has {self.fingerprint}",
-                hint=_OVERWRITE_HINT,
-            )
+        if previous == self.fingerprint:
+            return True
+        if self.paths.predictions.stat().st_size == 0:
+            return False
+        raise ResumeMismatchError(
+            f"{self.paths.predictions} was written with settings fingerprint {previous or '(unknown)'}, "
+            f"this run has {self.fingerprint}",
+            hint=_OVERWRITE_HINT,
+        )
+
+    def _resume(self) -> None:
+        """Cut a torn tail and collect done ids; a stale done marker is removed."""
         good_end = 0
         for good_end, row in _scan(self.paths.predictions):
             self._count(row["_id"], failed="error" in row)

@@ -249,21 +249,32 @@ def render_summary_markdown(report: RunReport) -> str:
     """A short markdown summary of one run (results.md)."""
     s, t, w = report.score, report.timings, report.score.scored.words
     failed = ", ".join(f"{k}: {v}" for k, v in sorted(s.rows_failed_by_kind.items())) or "none"
+    mean_utt = _fmt(_percent(s.scored.mean_utterance_wer), ".2f", " %")
     lines = [
         f"# {report.model}",
         "",
         f"- created: {report.created}; device: {report.device}",
-        f"- rows: {s.rows_total} total, {s.rows_ok} ok, {s.rows_failed} failed ({failed}), "
-        f"{s.rows_unscored} without reference, {s.scored.dropped_refs} references dropped",
+        (
+            f"- rows: {s.rows_total} total, {s.rows_ok} ok, {s.rows_failed} failed ({failed}), "
+            f"{s.rows_unscored} without reference, {s.scored.dropped_refs} references dropped"
+        ),
         f"- audio: {s.audio_s / 3600:.3f} h",
-        f"- **WER {_fmt(_percent(w.wer), '.2f', ' %')}** (S {w.substitutions} / D {w.deletions} / "
-        f"I {w.insertions} over {w.reference_words} reference words, {w.utterances} utterances)",
-        f"- CER {_fmt(_percent(s.scored.cer), '.2f', ' %')}; "
-        f"mean per-utterance WER {_fmt(_percent(s.scored.mean_utterance_wer), '.2f', ' %')} (not the leaderboard number)",
-        f"- RTFx engine {_fmt(report.rtfx_engine, '.1f')} (audio / {t.engine_s:.2f} s in generate), "
-        f"end-to-end {_fmt(report.rtfx_end_to_end, '.1f')} (audio / {t.wall_s:.2f} s loop)",
-        f"- timings: load {t.load_s:.2f} s, warm-up {t.warmup_s:.2f} s, decode {t.decode_s:.2f} s, "
-        f"write {t.write_s:.2f} s",
+        (
+            f"- **WER {_fmt(_percent(w.wer), '.2f', ' %')}** (S {w.substitutions} / D {w.deletions} / "
+            f"I {w.insertions} over {w.reference_words} reference words, {w.utterances} utterances)"
+        ),
+        (
+            f"- CER {_fmt(_percent(s.scored.cer), '.2f', ' %')}; "
+            f"mean per-utterance WER {mean_utt} (not the leaderboard number)"
+        ),
+        (
+            f"- RTFx engine {_fmt(report.rtfx_engine, '.1f')} (audio / {t.engine_s:.2f} s in generate), "
+            f"end-to-end {_fmt(report.rtfx_end_to_end, '.1f')} (audio / {t.wall_s:.2f} s loop)"
+        ),
+        (
+            f"- timings: load {t.load_s:.2f} s, warm-up {t.warmup_s:.2f} s, decode {t.decode_s:.2f} s, "
+            f"write {t.write_s:.2f} s"
+        ),
     ]
     if s.loops_collapsed:
         lines.append(f"- repetition loops collapsed: {s.loops_collapsed}")
@@ -400,8 +411,18 @@ class DatasetResult:
     def from_score(cls, name: str, score: DatasetScore, time_s: float | None) -> DatasetResult:
         s = score.scored
         return cls(
-            name, score.rows_total, score.audio_s / 3600, s.words, s.cer, s.mean_utterance_wer,
-            score.audio_s, time_s, rtfx(score.audio_s, time_s), s.dropped_refs, score.rows_failed, score.warnings,
+            name=name,
+            rows=score.rows_total,
+            hours=score.audio_s / 3600,
+            wer_stats=s.words,
+            cer=s.cer,
+            mean_utterance_wer=s.mean_utterance_wer,
+            audio_s=score.audio_s,
+            time_s=time_s,
+            rtfx=rtfx(score.audio_s, time_s),
+            dropped_refs=s.dropped_refs,
+            failed=score.rows_failed,
+            warnings=score.warnings,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -472,12 +493,16 @@ def render_results_markdown(summary: EvalSummary) -> str:
         )
     lines += [
         "",
-        f"**Average WER: {_fmt(summary.average_wer_percent, '.2f', ' %')}** "
-        "(mean of per-dataset WERs rounded to 2 decimals, leaderboard rule)",
+        (
+            f"**Average WER: {_fmt(summary.average_wer_percent, '.2f', ' %')}** "
+            "(mean of per-dataset WERs rounded to 2 decimals, leaderboard rule)"
+        ),
         f"**Composite RTFx: {_fmt(summary.composite_rtfx, '.1f')}** (sum of audio / sum of timed seconds)",
         "",
-        "Mean utt. WER is the unweighted mean of per-utterance WERs, shown only to explain differences from "
-        "tools that average that way; the leaderboard uses corpus WER.",
+        (
+            "Mean utt. WER is the unweighted mean of per-utterance WERs, shown only to explain differences "
+            "from tools that average that way; the leaderboard uses corpus WER."
+        ),
     ]
     lines += _notes_md(summary)
     return "\n".join(lines) + "\n"
@@ -527,8 +552,8 @@ def write_chart_html(path: Path, summary: EvalSummary) -> None:
 <style>body{{font-family:sans-serif;margin:2em}} svg{{display:block;margin:1em 0;font-size:13px}}</style>
 </head><body>
 <h1>speechlm-batch results</h1>
-<p>Average WER: {_fmt(summary.average_wer_percent, '.2f', ' %')} (leaderboard rule);
-composite RTFx: {_fmt(summary.composite_rtfx, '.1f')} (sum of audio / sum of time).</p>
+<p>Average WER: {_fmt(summary.average_wer_percent, ".2f", " %")} (leaderboard rule);
+composite RTFx: {_fmt(summary.composite_rtfx, ".1f")} (sum of audio / sum of time).</p>
 {wer_chart}
 {rtfx_chart}
 <p><small>{html.escape(SCORER_NOTE)}</small></p>

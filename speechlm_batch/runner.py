@@ -104,7 +104,7 @@ def _durations(source: Source) -> list[float | None]:
     own = getattr(source, "durations", None)
     if callable(own):
         return list(own())
-    return [item.duration_s if isinstance(item, Utterance) else None for item in source]
+    return sharding.durations_of(source)
 
 
 def _todo(source: Source, shard: ShardPlan, done_ids: set[str]) -> Iterator[Utterance | BadRow]:
@@ -118,6 +118,7 @@ def _todo(source: Source, shard: ShardPlan, done_ids: set[str]) -> Iterator[Utte
 def _meta(source: Source, settings: RunSettings, model_path: str, shard: ShardPlan) -> dict[str, Any]:
     return {
         "source": getattr(source, "name", str(source)),
+        "input": source.identity() if hasattr(source, "identity") else {"name": getattr(source, "name", str(source))},
         "model": model_path,
         "settings": settings.to_dict(),
         "shard_rows": len(shard.positions),

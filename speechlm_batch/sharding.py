@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from speechlm_batch.errors import UsageError
 from speechlm_batch.types import BadRow, Utterance
@@ -56,8 +56,9 @@ class ChunkSpec:
 
     @property
     def label(self) -> str:
-        """File-name part, e.g. "chunk-0003-of-0016" (4 digits, more when N > 9999)."""
-        return f"chunk-{self.index:04d}-of-{self.count:04d}"
+        """File-name part, e.g. "chunk-0003-of-0016": 4 digits, or as many as N has, so names sort in order."""
+        width = max(4, len(str(self.count)))
+        return f"chunk-{self.index:0{width}d}-of-{self.count:0{width}d}"
 
     @classmethod
     def from_label(cls, label: str) -> ChunkSpec | None:
@@ -122,7 +123,7 @@ def plan(durations: Sequence[float | None], count: int) -> list[range]:
         raise UsageError(f"chunk count must be at least 1, got {count}")
     n = len(durations)
     if n > count and _all_known(durations):
-        bounds = _duration_bounds(durations, count)
+        bounds = _duration_bounds(cast(Sequence[float], durations), count)
     else:
         bounds = _equal_bounds(n, count)
     return [range(bounds[k], bounds[k + 1]) for k in range(count)]

@@ -9,9 +9,7 @@ import subprocess
 
 import pytest
 
-from speechlm_batch import metrics
 from speechlm_batch.metrics import WerStats, corpus_wer, join_chunked, leaderboard_average, normalize, rtfx
-
 
 # ------------------------------------------------------------------------------------------ normalization
 

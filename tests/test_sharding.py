@@ -48,8 +48,12 @@ def test_chunk_from_env():
     env = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_ARRAY_TASK_MIN": "1"}
     assert chunk_from_env(env) == ChunkSpec(4, 8)
     assert chunk_from_env({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}) == ChunkSpec(3, 4)
-    stepped = {"SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
-               "SLURM_ARRAY_TASK_STEP": "2"}
+    stepped = {
+        "SLURM_ARRAY_TASK_ID": "6",
+        "SLURM_ARRAY_TASK_COUNT": "4",
+        "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_STEP": "2",
+    }
     assert chunk_from_env(stepped) == ChunkSpec(3, 4)
 
 
@@ -75,22 +79,22 @@ def test_chunk_from_env_errors(env):
 
 
 def test_plan_equal_counts_nemo_skills_style():
-    assert plan([None] * 10, 3) == [range(0, 4), range(4, 7), range(7, 10)]
-    assert plan([1.0, None, 1.0], 1) == [range(0, 3)]
-    assert plan([None] * 2, 4) == [range(0, 1), range(1, 2), range(2, 2), range(2, 2)]
-    assert plan([], 2) == [range(0, 0), range(0, 0)]
+    assert plan([None] * 10, 3) == [range(4), range(4, 7), range(7, 10)]
+    assert plan([1.0, None, 1.0], 1) == [range(3)]
+    assert plan([None] * 2, 4) == [range(1), range(1, 2), range(2, 2), range(2, 2)]
+    assert plan([], 2) == [range(0), range(0)]
 
 
 def test_plan_long_row_gets_its_own_chunk():
     ranges = plan([100.0] + [1.0] * 99, 2)
-    assert ranges == [range(0, 1), range(1, 100)]
+    assert ranges == [range(1), range(1, 100)]
 
 
 def test_plan_balances_by_duration():
     durations = [1.0] * 50 + [10.0] * 5  # 50 s + 50 s
-    assert plan(durations, 2) == [range(0, 50), range(50, 55)]
+    assert plan(durations, 2) == [range(50), range(50, 55)]
     # Equal counts would have given 28 + 27 rows regardless of duration.
-    assert plan([None] + durations[1:], 2) == [range(0, 28), range(28, 55)]
+    assert plan([None] + durations[1:], 2) == [range(28), range(28, 55)]
 
 
 def test_plan_keeps_chunks_non_empty_when_one_row_dominates():

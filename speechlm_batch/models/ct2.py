@@ -285,6 +285,7 @@ def convert(src: Path, dst: Path) -> Path:
         _write_generation_config(tmp, arch, ids, ct2_config, tokenizer)
         _write_tokenizer(tmp, tokenizer, arch, ids)
         _write_preprocessor(tmp, arch)
+        _make_readable(tmp)
         _replace_dir(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -369,7 +370,7 @@ def _write_tokenizer(folder: Path, tokenizer: dict, arch: WhisperArch, ids: Spec
         "tokenizer_class": "WhisperTokenizer", "processor_class": "WhisperProcessor",
         "bos_token": eot, "eos_token": eot, "pad_token": eot, "unk_token": eot,
         "add_prefix_space": False, "errors": "replace", "model_max_length": 1024,
-        "clean_up_tokenization_spaces": True,
+        "clean_up_tokenization_spaces": False,  # True only strips spaces before punctuation (and warns)
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
@@ -378,6 +379,13 @@ def _write_preprocessor(folder: Path, arch: WhisperArch) -> None:
     from transformers import WhisperFeatureExtractor
 
     WhisperFeatureExtractor(feature_size=arch.num_mel_bins).save_pretrained(folder)
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes the folder private; a model cache is often shared by a group, so open it for reading."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
 
 
 def _replace_dir(tmp: Path, dst: Path) -> None:

@@ -94,6 +94,11 @@ class ManifestSource:
             self._len = count_rows(self.path)
         return self._len
 
+    def identity(self) -> dict[str, object]:
+        """What the input was, recorded beside the predictions (path, size, modification time)."""
+        stat = self.path.stat()
+        return {"path": str(self.path.resolve()), "bytes": stat.st_size, "mtime": stat.st_mtime}
+
     def __repr__(self) -> str:
         return f"ManifestSource({str(self.path)!r})"
 
