@@ -48,6 +48,8 @@ def _from_file(utt: Utterance, sample_rate: int) -> Audio | RowError:
     path = utt.audio_filepath
     if not os.path.isfile(path):
         return RowError(ErrorKind.MISSING_FILE, f"{path}: file not found")
+    if os.path.getsize(path) == 0:  # libsndfile would call it "format not recognised": say what it is
+        return RowError(ErrorKind.EMPTY_AUDIO, f"{path}: file is empty (0 bytes)")
     try:
         info = sf.info(path)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:

