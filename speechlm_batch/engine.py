@@ -133,7 +133,7 @@ class Engine:
         start = time.perf_counter()
         try:
             ids = self.llm.enqueue([dict(request.prompt)], [self._sampling(request)], use_tqdm=False)
-            return ids[0], None
+            return _external_id(ids[0]), None
         except Exception as e:  # a bad request (e.g. audio the processor rejects) fails only its own row
             return None, Completion(key, None, 0, f"{type(e).__name__}: {e}")
         finally:
@@ -141,6 +141,9 @@ class Engine:
 
     def _step(self, pending: dict[str, Any]) -> Iterator[Completion]:
         start = time.perf_counter()
+        if not self.llm.llm_engine.has_unfinished_requests():
+            # Never block on an engine that has nothing left: it would wait forever.
+            raise EngineError(f"vLLM lost {len(pending)} request(s): {sorted(pending)[:5]}")
         outputs = self.llm.llm_engine.step()
         self.busy_s += time.perf_counter() - start
         for out in outputs:
@@ -164,6 +167,16 @@ class Engine:
         core = getattr(self.llm.llm_engine, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+
+
+def _external_id(request_id: str) -> str:
+    """The id outputs carry for a request `LLM.enqueue` returned.
+
+    vLLM (>= 0.2x, V1 engine) returns its internal id, the external one plus "-" and 8 random characters
+    (`InputProcessor.assign_request_id`); `RequestOutput.request_id` is the external one.
+    """
+    head, sep, tail = request_id.rpartition("-")
+    return head if sep and len(tail) == 8 else request_id
 
 
 def _model_info(llm: Any, model_path: str) -> ModelInfo:

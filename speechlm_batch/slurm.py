@@ -59,7 +59,8 @@ def render_sbatch(
         output_dir: where every task writes, and where the Slurm logs go (`slurm-<job>_<task>.out`).
         options: resources of each task.
         extra_args: further `transcribe` options (`--model whisper-base --window 64`), shell-quoted here.
-        command: how tasks call the CLI: "speechlm-batch" on PATH, or an absolute path into a virtualenv.
+        command: how tasks call the CLI, as shell text inserted as is: "speechlm-batch" on PATH, an absolute
+            path into a virtualenv (quote it with shlex.quote), or "/venv/bin/python -m speechlm_batch".
 
     Returns:
         The script text (bash, with `#SBATCH` lines).
@@ -69,7 +70,7 @@ def render_sbatch(
     q = shlex.quote
     # The chunk is the one unquoted word: the task's shell expands SLURM_ARRAY_TASK_ID in it.
     chunk_arg = f'"${{SLURM_ARRAY_TASK_ID}}/{chunks}"'
-    task = f"{q(command)} transcribe {q(str(manifest))} --chunk {chunk_arg} --output-dir {q(str(output_dir))}"
+    task = f"{command} transcribe {q(str(manifest))} --chunk {chunk_arg} --output-dir {q(str(output_dir))}"
     task += "".join(f" {q(arg)}" for arg in extra_args)
     lines = ["#!/bin/bash", *_directives(options, chunks, output_dir), "", _HEADER_COMMENT.format(n=chunks)]
     lines += _submit_block(options, output_dir, command)
@@ -117,7 +118,7 @@ def _submit_block(options: SbatchOptions, output_dir: Path, command: str) -> lis
         merge_opts.append(f"--mem={q(options.merge_mem)}")
     merge_opts.append(f"--output={q(str(Path(output_dir) / 'slurm-merge-%j.out'))}")
     # --wrap takes one string that sh parses again: quote each word for sh, then hold the whole in a variable.
-    merge_cmd = f"{q(command)} merge {q(str(output_dir))} --script "
+    merge_cmd = f"{command} merge {q(str(output_dir))} --script "
     return [
         "set -euo pipefail",
         "",

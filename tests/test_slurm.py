@@ -37,7 +37,8 @@ def test_array_covers_every_chunk_and_resources_are_set():
     text = render_sbatch(MANIFEST, 16, OUT, options=SbatchOptions(partition="gpu", time="04:00:00", mem="32G"))
     d = directives(text)
     assert d["array"] == "0-15"
-    assert (d["partition"], d["time"], d["mem"], d["gpus-per-task"], d["ntasks"]) == ("gpu", "04:00:00", "32G", "1", "1")
+    resources = (d["partition"], d["time"], d["mem"], d["gpus-per-task"], d["ntasks"])
+    assert resources == ("gpu", "04:00:00", "32G", "1", "1")
     assert d["output"] == "/scratch/run1/slurm-%A_%a.out"
     assert d["signal"] == "B:TERM@120"  # the CLI writes its window in flight before the time limit
 
@@ -190,7 +191,7 @@ def test_merge_writes_rows_in_input_order_and_a_combined_report(tmp_path):
     assert report["timings"]["wall_s"] == pytest.approx(6.0)
     assert report["timings"]["load_s"] == pytest.approx(90.0)
     assert report["created"] == "2026-01-03T00:00:00"
-    assert f"{14 / 6:.4f}"[:5] in text or 14 / 6 in _numbers(report)
+    assert any(n == pytest.approx(14 / 6) for n in _numbers(report))
 
 
 def test_merge_is_idempotent(tmp_path):
@@ -218,7 +219,8 @@ def test_slurm_command_prints_a_script_with_absolute_paths(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert directives(result.stdout)["array"] == "0-4"
-    assert f'exec sb transcribe {manifest} --chunk "${{SLURM_ARRAY_TASK_ID}}/5" --output-dir {tmp_path / "o"} --model whisper-base' in result.stdout
+    task = f'exec sb transcribe {manifest} --chunk "${{SLURM_ARRAY_TASK_ID}}/5" --output-dir {tmp_path / "o"}'
+    assert f"{task} --model whisper-base\n" in result.stdout
 
 
 def test_slurm_command_writes_an_executable_file(tmp_path):

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from speechlm_batch.adapters.base import ModelAdapter, ModelInfo
+from speechlm_batch.adapters.chat_audio import ChatAudioAdapter
+from speechlm_batch.adapters.nemo_speechlm import NeMoSpeechLMAdapter
+from speechlm_batch.adapters.transcription import TranscriptionAdapter
 from speechlm_batch.adapters.whisper import WhisperAdapter
 from speechlm_batch.errors import UsageError
 from speechlm_batch.settings import DecodeSettings
@@ -17,11 +20,18 @@ AdapterFactory = Callable[[ModelInfo, DecodeSettings], ModelAdapter]
 
 FAMILIES: dict[str, AdapterFactory] = {
     WhisperAdapter.family: WhisperAdapter.from_model,
+    TranscriptionAdapter.family: TranscriptionAdapter.from_model,
+    ChatAudioAdapter.family: ChatAudioAdapter.from_model,
+    NeMoSpeechLMAdapter.family: NeMoSpeechLMAdapter.from_model,
 }
 
 # Architecture name -> family, for models whose family is not obvious from their capabilities.
 ARCHITECTURE_FAMILIES: dict[str, str] = {
     "WhisperForConditionalGeneration": "whisper",
+    # The NeMo Speech LM's names across plugin versions (NeMo Speech PR #15520 and its predecessors).
+    "NeMoSpeechLMForConditionalGeneration": "nemo-speechlm",
+    "NeMoSpeechLMHybridForConditionalGeneration": "nemo-speechlm",
+    "NemotronNanoASRForConditionalGeneration": "nemo-speechlm",
 }
 
 
@@ -53,6 +63,29 @@ FAMILY_DOCS: dict[str, dict[str, str]] = {
         "max_piece": "30 s",
         "detect": "WhisperForConditionalGeneration",
         "examples": "whisper-base, whisper-tiny.en (offline); openai/whisper-large-v3-turbo",
+    },
+    "transcription": {
+        "prompt": "the model's own get_generation_prompt (as vLLM's /v1/audio/transcriptions), --language",
+        "max_piece": "the model's SpeechToTextConfig.max_audio_clip_s (none: whole file)",
+        "detect": "any vLLM model class implementing SupportsTranscription",
+        "examples": "Qwen/Qwen3-ASR-0.6B, zai-org/GLM-ASR-Nano-2512, ibm-granite/granite-4.0-1b-speech",
+        "command": "speechlm-batch transcribe data.jsonl --model Qwen/Qwen3-ASR-0.6B --family transcription",
+    },
+    "chat-audio": {
+        "prompt": "chat template, user turn '{--prompt} {placeholder}'; placeholder = the model's (get_placeholder_str)",
+        "max_piece": "the model's clip length (feature extractor chunk_length), else 30 s",
+        "detect": "other audio LLMs (no SupportsTranscription)",
+        "examples": "Qwen/Qwen2-Audio-7B-Instruct, fixie-ai/ultravox-v0_5-llama-3_2-1b",
+        "command": "speechlm-batch transcribe data.jsonl --model Qwen/Qwen2-Audio-7B-Instruct --family chat-audio",
+    },
+    "nemo-speechlm": {
+        "prompt": "chat template, user turn '{--prompt} <|audio|>' (NemotronH: ends '<|im_start|>assistant\\n<think>\\n')",
+        "max_piece": "(max_model_len - 512 - prompt) / 12.5 tokens/s: ~280 s at 4096",
+        "detect": "NeMoSpeechLM[Hybrid]ForConditionalGeneration, NemotronNanoASRForConditionalGeneration",
+        "examples": "nvidia/canary-qwen-2.5b, Nemotron-Nano-v3 + Canary-v2 (exported for vLLM; needs NeMo Speech's "
+        "vLLM plugin: pip install -e '.[asr,vllm]' in a NeMo Speech checkout)",
+        "command": "speechlm-batch transcribe data.jsonl --model nvidia/canary-qwen-2.5b --family nemo-speechlm "
+        "--plugin nemo_speechlm",
     },
 }
 

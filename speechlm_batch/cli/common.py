@@ -112,7 +112,7 @@ def finish(outcome: runner.RunOutcome, title: str) -> int:
         return EXIT_OK
     report = outcome.report.to_dict()
     ui.out.print(ui.run_summary(report, title))
-    failed = report["score"]["rows_failed_by_kind"]
+    failed = report["rows"]["failed_by_kind"]
     if failed:
         ui.out.print(ui.failures_table(failed))
     ui.console.print(f"predictions: {outcome.predictions_path}\nreport: {outcome.report_path}")

@@ -32,22 +32,21 @@ def _fmt(value: Any, spec: str = ".2f", missing: str = "-") -> str:
 
 def run_summary(report: Mapping[str, Any], title: str) -> Table:
     """The end-of-run table from a report dict (report.json's content)."""
-    score = report["score"]
-    wer = score.get("wer") or {}
-    timing = report["timings"]
+    rows, wer, rtfx = report["rows"], report.get("wer") or {}, report.get("rtfx") or {}
     table = Table(title=title, show_header=True, header_style="bold")
     for col in ("rows ok", "rows failed", "audio h", "WER %", "S / D / I", "ref words", "RTFx e2e", "RTFx engine", "load s"):
         table.add_column(col, justify="right")
+    sdi = f"{wer['substitutions']} / {wer['deletions']} / {wer['insertions']}" if wer else "-"
     table.add_row(
-        str(score["rows_ok"]),
-        str(score["rows_failed"]),
-        _fmt(score["audio_s"] / 3600, ".3f"),
+        str(rows["ok"]),
+        str(rows["failed"]),
+        _fmt(report["audio_s"] / 3600, ".3f"),
         _fmt(wer.get("wer_percent")),
-        f"{wer.get('substitutions', '-')} / {wer.get('deletions', '-')} / {wer.get('insertions', '-')}" if wer else "-",
-        str(wer.get("reference_words", "-")) if wer else "-",
-        _fmt(report.get("rtfx_end_to_end"), ".1f"),
-        _fmt(report.get("rtfx_engine"), ".1f"),
-        _fmt(timing.get("load_s"), ".1f"),
+        sdi,
+        str(wer.get("reference_words", "-")),
+        _fmt(rtfx.get("end_to_end"), ".1f"),
+        _fmt(rtfx.get("engine"), ".1f"),
+        _fmt(report["timings"].get("load_s"), ".1f"),
     )
     return table
 

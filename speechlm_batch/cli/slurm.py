@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -34,7 +35,9 @@ def slurm(
     job_name: Annotated[str, typer.Option("--job-name")] = "speechlm-batch",
     command: Annotated[
         Optional[str],
-        typer.Option("--command", help="How tasks run the CLI; default: this installation's speechlm-batch."),
+        typer.Option(
+            "--command", help="How tasks run the CLI (shell text); default: this installation's speechlm-batch."
+        ),
     ] = None,
     write: Annotated[
         Optional[Path], typer.Option("--write", "-w", help="Write the script here instead of printing it.")
@@ -67,7 +70,7 @@ def default_command() -> str:
     An absolute path keeps tasks on the same virtualenv even when the job's PATH lacks it.
     """
     candidate = Path(sys.executable).parent / DEFAULT_COMMAND
-    return str(candidate) if candidate.is_file() else DEFAULT_COMMAND
+    return shlex.quote(str(candidate)) if candidate.is_file() else DEFAULT_COMMAND
 
 
 def _check_extra(extra: list[str]) -> None:

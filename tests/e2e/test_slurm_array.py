@@ -1,0 +1,141 @@
+"""Issue 4 on a real Slurm: an array job of 3 chunks runs the real CLI on the CPU engine, then `merge`.
+
+CI starts a one-node cluster first (scripts/slurm-ci.sh). Each task starts its own vLLM engine with
+whisper-tiny.en; the node has 2 CPUs, so two tasks run at once and the third after them.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from speechlm_batch.outputs import read_predictions
+
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(
+        shutil.which("sbatch") is None,
+        reason="sbatch not on PATH: no Slurm here (CI installs one with scripts/slurm-ci.sh)",
+    ),
+]
+
+CHUNKS = 3
+ENGINE_ARGS = ["--model", "whisper-tiny.en", "--kv-cache-gib", "0.25"]
+CLI = [sys.executable, "-m", "speechlm_batch"]
+JOB_TIMEOUT_S = 420
+
+
+def write_manifest(path: Path, manifests: Path) -> int:
+    """librivox + jfk with absolute audio paths (tasks start in another folder); returns the row count."""
+    lines = []
+    for name in ("librivox.jsonl", "jfk.jsonl"):
+        for line in (manifests / name).read_text().splitlines():
+            row = json.loads(line)
+            row["audio_filepath"] = str((manifests / row["audio_filepath"]).resolve())
+            lines.append(json.dumps(row))
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def cluster_ready() -> None:
+    info = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    states = info.stdout.split()
+    if info.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc")) for s in states):
+        pytest.fail(f"Slurm is installed but no node is up (sinfo: {info.stdout or info.stderr!r}); "
+                    "start it with scripts/slurm-ci.sh")
+
+
+def job_states(job_ids: list[str]) -> dict[str, str]:
+    """JobId -> state (array tasks as "<id>_<task>") from `scontrol` (no accounting database in CI)."""
+    states = {}
+    for job_id in job_ids:
+        shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True)
+        for line in shown.stdout.splitlines():
+            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+            key = fields.get("JobId", "?")
+            if fields.get("ArrayTaskId"):
+                key = f"{fields.get('ArrayJobId')}_{fields['ArrayTaskId']}"
+            states[key] = fields.get("JobState", "?")
+    return states
+
+
+def wait_for(job_ids: list[str], timeout_s: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        queued = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids)], capture_output=True, text=True)
+        if queued.returncode == 0 and not queued.stdout.strip():
+            return job_states(job_ids)
+        time.sleep(3)
+    subprocess.run(["scancel", *job_ids])
+    pytest.fail(f"jobs {job_ids} still queued or running after {timeout_s:.0f} s: {job_states(job_ids)}")
+
+
+def test_array_of_three_chunks_merges_to_the_single_process_output(manifests_dir, tmp_path):
+    cluster_ready()
+    manifest = tmp_path / "set.jsonl"
+    n_rows = write_manifest(manifest, manifests_dir)
+    out = tmp_path / "array"
+    script = tmp_path / "run.sbatch"
+    command = " ".join(shlex.quote(part) for part in CLI)
+    subprocess.run(
+        [*CLI, "slurm", str(manifest), "--chunks", str(CHUNKS), "--output-dir", str(out), "--gpus-per-task", "0",
+         "--cpus-per-task", "1", "--mem", "6G", "--time", "00:15:00", "--command", command, "--write", str(script),
+         "--", *ENGINE_ARGS],
+        check=True,
+    )
+    submitted = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    array_id, merge_id = _job_ids(submitted.stdout)
+
+    # The single-process reference runs meanwhile (the node's two CPUs are shared with the tasks).
+    single = tmp_path / "single"
+    reference = subprocess.run(
+        [*CLI, "transcribe", str(manifest), "--output-dir", str(single), *ENGINE_ARGS], capture_output=True, text=True
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    states = wait_for([array_id, merge_id], JOB_TIMEOUT_S)
+    logs = "\n".join(p.read_text()[-2000:] for p in sorted(out.glob("slurm-*.out")))
+    assert [states.get(f"{array_id}_{k}") for k in range(CHUNKS)] == ["COMPLETED"] * CHUNKS, (states, logs)
+    assert states.get(merge_id) == "COMPLETED", (states, logs)
+
+    # The merge job already merged; merging again (as a user would) is a no-op that gives the same bytes.
+    merged_bytes = (out / "predictions.jsonl").read_bytes()
+    again = subprocess.run([*CLI, "merge", str(out)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (out / "predictions.jsonl").read_bytes() == merged_bytes
+
+    merged = list(read_predictions(out / "predictions.jsonl"))
+    expected = list(read_predictions(single / "predictions.jsonl"))
+    assert len(merged) == n_rows
+    assert [r["_id"] for r in merged] == [r["_id"] for r in sorted(expected, key=lambda r: r["_position"])]
+    assert [r["_position"] for r in merged] == list(range(n_rows))
+    by_id = {r["_id"]: r["pred_text"] for r in expected}
+    assert {r["_id"]: r["pred_text"] for r in merged} == by_id
+    # Every chunk did some of the work, and the combined report covers the whole set.
+    for k in range(CHUNKS):
+        assert sum(1 for _ in read_predictions(out / f"predictions.chunk-{k:04d}-of-{CHUNKS:04d}.jsonl")) >= 1
+    report = json.loads((out / "report.json").read_text())
+    assert f'"reference_words": {_ref_words(single)}' in json.dumps(report)
+    assert report["timings"]["wall_s"] > 0
+
+
+def _job_ids(stdout: str) -> tuple[str, str]:
+    words = stdout.split()
+    array_id = words[words.index("array") + 2]
+    merge_id = words[words.index("merge") + 2]
+    return array_id, merge_id
+
+
+def _ref_words(single: Path) -> int:
+    report = json.loads((single / "report.json").read_text())
+    text = json.dumps(report)
+    start = text.index('"reference_words": ') + len('"reference_words": ')
+    return int(text[start:].split(",", 1)[0].split("}", 1)[0])
