@@ -81,9 +81,9 @@ FAMILY_DOCS: dict[str, dict[str, str]] = {
     "nemo-speechlm": {
         "prompt": "chat template, user turn '{--prompt} <|audio|>' (NemotronH: ends '<|im_start|>assistant\\n<think>\\n')",
         "max_piece": "(max_model_len - 512 - prompt) / 12.5 tokens/s: ~280 s at 4096",
-        "detect": "NeMoSpeechLM[Hybrid]ForConditionalGeneration, NemotronNanoASRForConditionalGeneration",
-        "examples": "nvidia/canary-qwen-2.5b, Nemotron-Nano-v3 + Canary-v2 (exported for vLLM; needs NeMo Speech's "
-        "vLLM plugin: pip install -e '.[asr,vllm]' in a NeMo Speech checkout)",
+        "detect": "NeMoSpeechLM(Hybrid)ForConditionalGeneration, NemotronNanoASRForConditionalGeneration",
+        "examples": "nvidia/canary-qwen-2.5b, Nemotron-Nano-v3 + Canary-v2 (exported for vLLM; "
+        "needs NeMo Speech's nemo_speechlm vLLM plugin installed)",
         "command": "speechlm-batch transcribe data.jsonl --model nvidia/canary-qwen-2.5b --family nemo-speechlm "
         "--plugin nemo_speechlm",
     },

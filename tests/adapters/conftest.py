@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from speechlm_batch.adapters.base import ModelInfo
 
-import tiny_models  # noqa: E402
 
-from speechlm_batch.adapters.base import ModelInfo  # noqa: E402
+def load_tiny_models():
+    """tests/fixtures/tiny_models.py by path: putting tests/fixtures on sys.path would let the plugin's source
+    folder shadow the installed `nemo_speechlm_test_plugin` package (as an empty namespace package)."""
+    if "tiny_models" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("tiny_models", Path(__file__).parents[1] / "fixtures" / "tiny_models.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["tiny_models"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["tiny_models"]
+
+
+tiny_models = load_tiny_models()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ loaded the plugin through its entry point.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -31,9 +32,19 @@ from speechlm_batch.settings import DecodeSettings, EngineSettings, RunSettings
 from speechlm_batch.sources import open_manifest
 from speechlm_batch.types import AudioPiece, RowError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
-import tiny_models  # noqa: E402
 
+def _load_tiny_models():
+    # By path, not via sys.path: tests/fixtures on sys.path would shadow the installed test plugin package
+    # (its source folder would import as an empty namespace package in vLLM's spawned processes).
+    if "tiny_models" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("tiny_models", Path(__file__).parents[1] / "fixtures" / "tiny_models.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["tiny_models"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["tiny_models"]
+
+
+tiny_models = _load_tiny_models()
 pytestmark = pytest.mark.engine
 
 KV_CACHE_GIB = 0.25
@@ -88,7 +99,8 @@ class TestTranscriptionFamily:
     """GLM-ASR: a native SupportsTranscription model (Qwen3-ASR's vLLM module needs torchvision, absent here)."""
 
     @pytest.fixture(scope="class")
-    def engine(self, tmp_path_factory):
+    @classmethod
+    def engine(cls, tmp_path_factory):
         eng = _start(tiny_models.build_glm_asr(tmp_path_factory.mktemp("glm-asr")))
         yield eng
         eng.shutdown()
@@ -103,7 +115,7 @@ class TestTranscriptionFamily:
 
     def test_audio_reaches_the_model_and_batches_do_not_matter(self, engine, manifests_dir, tmp_path):
         rows = _run(engine, _write(tmp_path / "mixed.jsonl", _mixed_rows(manifests_dir)), tmp_path / "mixed")
-        assert list(rows) == ["jfk-a", *(r["id"] for r in _rows(manifests_dir, LIBRIVOX)), "jfk-b"]
+        assert sorted(rows) == sorted(["jfk-a", *(r["id"] for r in _rows(manifests_dir, LIBRIVOX)), "jfk-b"])
         alone = _run(engine, manifests_dir / "jfk.jsonl", tmp_path / "alone")
         _assert_audio_reaches_the_model(rows, alone)
 
@@ -132,7 +144,8 @@ class TestChatAudioFamily:
     """Qwen2-Audio: chat template + the placeholder vLLM's own Qwen2-Audio class declares."""
 
     @pytest.fixture(scope="class")
-    def engine(self, tmp_path_factory):
+    @classmethod
+    def engine(cls, tmp_path_factory):
         eng = _start(tiny_models.build_qwen2_audio(tmp_path_factory.mktemp("qwen2-audio")))
         yield eng
         eng.shutdown()
@@ -159,7 +172,8 @@ class TestNeMoSpeechLMPlugin:
     MAX_MODEL_LEN = 1024  # (1024 - 512 - prompt) / 12.5 = ~37 s pieces: the 73 s row needs two
 
     @pytest.fixture(scope="class")
-    def cli_run(self, tmp_path_factory, manifests_dir):
+    @classmethod
+    def cli_run(cls, tmp_path_factory, manifests_dir):
         work = tmp_path_factory.mktemp("nemo")
         model = tiny_models.build_nemo_speechlm(work / "model")
         long_row = next(r for r in _rows(manifests_dir, "asterisk-long.jsonl") if r["id"] == LONG_ID)
@@ -170,7 +184,7 @@ class TestNeMoSpeechLMPlugin:
         cmd = [
             sys.executable, "-m", "speechlm_batch", "transcribe", str(manifest), "--model", str(model),
             "--family", "nemo-speechlm", "--plugin", "nemo_speechlm", "--kv-cache-gib", str(KV_CACHE_GIB),
-            "--max-model-len", str(self.MAX_MODEL_LEN), "--output-dir", str(work / "out"),
+            "--max-model-len", str(cls.MAX_MODEL_LEN), "--output-dir", str(work / "out"),
         ]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         return done, work, manifest, marker
