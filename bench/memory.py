@@ -10,6 +10,10 @@ once: it is an upper bound of what the run occupies, measured the same way for b
 
 Prints one line per run and writes the figures (peak tree RSS, peak CLI-process RSS, wall time, rows) as
 JSON. The bound to read: how much the peak grows from the small to the large manifest, per row.
+
+On a slow machine `--time-limit-s` stops a run after that long with SIGTERM (as Slurm pre-emption would:
+the CLI finishes its window and exits 130) and records the peak over the rows it did; the JSON then says
+how many rows were written. A progress line with the peaks so far is printed every `--progress-s` seconds.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class MemoryRun:
     wall_s: float
     exit_code: int
     rows_written: int
+    stopped_by_time_limit: bool = False
 
 
 def replicate_manifest(rows: int, path: Path) -> Path:
@@ -111,21 +116,42 @@ def measure(rows: int, args: argparse.Namespace, work: Path) -> MemoryRun:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         with TreeSampler(proc.pid) as sampler:
-            code = proc.wait()
+            code, stopped = _wait(proc, sampler, out, start, args)
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)  # never leave an engine behind
         raise
     finally:
         log.close()
-    written = sum(1 for _ in (out / "predictions.jsonl").open("rb")) if (out / "predictions.jsonl").exists() else 0
     return MemoryRun(rows, args.window, sampler.peak_tree / MIB, sampler.peak_root / MIB, sampler.samples,
-                     time.perf_counter() - start, code, written)
+                     time.perf_counter() - start, code, _rows_written(out), stopped)
+
+
+def _wait(proc: subprocess.Popen, sampler: TreeSampler, out: Path, start: float, args) -> tuple[int, bool]:
+    """Wait for the CLI, printing progress; SIGTERM it once the time limit has passed."""
+    stopped = False
+    while proc.poll() is None:
+        time.sleep(args.progress_s)
+        elapsed = time.perf_counter() - start
+        print(f"  {elapsed:7.0f} s: {_rows_written(out)} rows written, peak tree {sampler.peak_tree / MIB:.1f} MiB, "
+              f"CLI {sampler.peak_root / MIB:.1f} MiB", flush=True)
+        if args.time_limit_s is not None and elapsed > args.time_limit_s and not stopped:
+            os.kill(proc.pid, signal.SIGTERM)  # the CLI finishes the window in flight and exits 130
+            stopped = True
+    return proc.returncode, stopped
+
+
+def _rows_written(out: Path) -> int:
+    path = out / "predictions.jsonl"
+    if not path.exists():
+        return 0
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.endswith(b"\n"))
 
 
 def summarize(runs: list[MemoryRun]) -> dict[str, float]:
     """Growth of the peaks from the smallest to the largest manifest, in MiB and bytes per extra row."""
     small, large = min(runs, key=lambda r: r.rows), max(runs, key=lambda r: r.rows)
-    extra_rows = max(large.rows - small.rows, 1)
+    extra_rows = max(large.rows_written - small.rows_written, 1)  # rows actually done (a time limit stops early)
     tree_growth = large.peak_tree_rss_mib - small.peak_tree_rss_mib
     cli_growth = large.peak_cli_rss_mib - small.peak_cli_rss_mib
     return {
@@ -146,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cli", default=str(Path(sys.executable).with_name("speechlm-batch")))
     parser.add_argument("--work-dir", type=Path, default=None, help="default: a temporary folder, removed after")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--time-limit-s", type=float, default=None, help="SIGTERM a run after this long")
+    parser.add_argument("--progress-s", type=float, default=30.0, help="seconds between progress lines")
     return parser.parse_args(argv)
 
 
@@ -159,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             run = measure(rows, args, work)
             runs.append(run)
             print(f"{rows:>6} rows: peak tree RSS {run.peak_tree_rss_mib:8.1f} MiB, CLI {run.peak_cli_rss_mib:7.1f} MiB, "
-                  f"{run.wall_s:7.1f} s, exit {run.exit_code}, {run.rows_written} rows written", flush=True)
+                  f"{run.wall_s:7.1f} s, exit {run.exit_code}, {run.rows_written} rows written"
+                  f"{' (time limit)' if run.stopped_by_time_limit else ''}", flush=True)
     result = {"model": args.model, "window": args.window, "kv_cache_gib": args.kv_cache_gib,
               "sample_every_s": SAMPLE_EVERY_S, "cpu_count": os.cpu_count(),
               "runs": [asdict(r) for r in runs], "summary": summarize(runs) if len(runs) > 1 else {}}
@@ -167,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0 if all(r.rows_written == r.rows for r in runs) else 1
+    return 0 if all(r.rows_written == r.rows or r.stopped_by_time_limit for r in runs) else 1
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ FAMILY_DOCS: dict[str, dict[str, str]] = {
         "max_piece": "30 s",
         "detect": "WhisperForConditionalGeneration",
         "examples": "whisper-base, whisper-tiny.en (offline); openai/whisper-large-v3-turbo",
+        "command": "speechlm-batch transcribe data.jsonl --model openai/whisper-large-v3-turbo --language en",
     },
     "transcription": {
         "prompt": "the model's own get_generation_prompt (as vLLM's /v1/audio/transcriptions), --language",
