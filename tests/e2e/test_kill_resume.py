@@ -124,7 +124,7 @@ def test_sigkill_then_sigterm_then_complete_loses_and_repeats_nothing(manifests_
     proc = start(args, log)
     wait_until_lines(proc, predictions, killed_at + WINDOW, log)
     proc.send_signal(signal.SIGTERM)
-    rc = proc.wait(timeout=120)
+    rc = proc.wait(timeout=START_TIMEOUT_S)  # the rows in flight are finished first
     text = _tail(log, 20000)
     assert rc == EXIT_INTERRUPTED, text
     assert "rerun the same command to resume" in text
