@@ -38,6 +38,7 @@ def _byte_vocab() -> dict[str, int]:
 
 def build_tiny_whisper(model_dir: str) -> None:
     """Write a random 2-layer Whisper with a byte-level tokenizer and Whisper's special tokens to `model_dir`."""
+    import torch
     from tokenizers import AddedToken
     from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
                               WhisperProcessor, WhisperTokenizer)
@@ -55,19 +56,29 @@ def build_tiny_whisper(model_dir: str) -> None:
         max_source_positions=1500, max_target_positions=448, pad_token_id=eot, bos_token_id=eot,
         eos_token_id=eot, decoder_start_token_id=sot,
     )
-    WhisperForConditionalGeneration(config).save_pretrained(model_dir)
+    WhisperForConditionalGeneration(config).to(torch.bfloat16).save_pretrained(model_dir)  # the dtype vLLM runs
     WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(model_dir)
 
 
 def run_smoke(model_dir: str) -> None:
     """Start vLLM on `model_dir`, transcribe 4 synthetic clips, print timings and outputs."""
-    import numpy as np
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     started_s = time.perf_counter()
     llm = LLM(model=model_dir, max_model_len=448, max_num_seqs=8, limit_mm_per_prompt={"audio": 1},
               dtype="bfloat16", enforce_eager=True, kv_cache_memory_bytes=1 << 30)
     init_s = time.perf_counter() - started_s
+    try:
+        _transcribe(llm, init_s)
+    finally:
+        # Without this the interpreter hangs at exit waiting on the engine-core process (seen: 30+ min).
+        llm.llm_engine.engine_core.shutdown()
+
+
+def _transcribe(llm, init_s: float) -> None:
+    import numpy as np
+    from vllm import SamplingParams
+
     rng = np.random.default_rng(0)
     prompts = []
     for duration_s in (3, 5, 8, 12):

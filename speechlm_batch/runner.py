@@ -75,6 +75,9 @@ def run_source(
         writer.close()
         return RunOutcome(writer.paths.predictions, None, None, True, len(writer.done_ids), False)
     resumed = len(writer.done_ids)
+    if resumed >= len(shard.positions):  # every row was written before an interruption: no engine needed
+        writer.finish()
+        return RunOutcome(writer.paths.predictions, None, None, True, resumed, False)
     if on_start is not None:
         on_start(len(shard.positions), resumed)
     own_engine = engine is None

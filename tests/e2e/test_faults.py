@@ -54,11 +54,11 @@ def _settings() -> RunSettings:
     return RunSettings(engine=EngineSettings(model=MODEL), window_rows=WINDOW)
 
 
-def _tree_digest(root: Path, skip: Path | None = None) -> dict[str, tuple[int, float, str]]:
-    """(size, mtime, sha256) of every file under `root`, except under `skip`."""
+def _tree_digest(root: Path, *skip: Path) -> dict[str, tuple[int, float, str]]:
+    """(size, mtime, sha256) of every file under `root`, except under the folders in `skip`."""
     found = {}
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or (skip is not None and skip in path.parents):
+        if not path.is_file() or any(folder in path.parents for folder in skip):
             continue
         stat = path.stat()
         found[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime, hashlib.sha256(path.read_bytes()).hexdigest())
@@ -268,9 +268,11 @@ def kill_loop(engine, manifests_dir, tmp_path_factory):
     reference = runner.run_source(open_manifest(manifest), _settings(), root / "reference", model_path=engine.info.name,
                                   engine=engine)
     expected = {r["_id"]: r["pred_text"] for r in read_predictions(reference.predictions_path)}
-    out, cwd, log = root / "out", root / "cwd", root / "cli.log"
+    out, cwd, logs = root / "out", root / "cwd", root / "logs"  # logs: the test's own files, not the CLI's
     cwd.mkdir()
-    watched = {"tmp": _tree_digest(root, skip=out), "manifests": _tree_digest(manifests_dir)}
+    logs.mkdir()
+    log = logs / "cli.log"
+    watched = {"tmp": _tree_digest(root, out, logs), "manifests": _tree_digest(manifests_dir)}
     rng = random.Random(int(os.environ.get("SLB_KILL_SEED", "6")))
     kills = []
     for k in range(KILLS):
@@ -282,7 +284,9 @@ def kill_loop(engine, manifests_dir, tmp_path_factory):
                 f.write(b'{"audio_filepath": "torn", "pred_text": "half a li')
     final = _start(manifest, out, cwd, log)
     code = final.wait(timeout=900)
-    after = {"tmp": _tree_digest(root, skip=out), "manifests": _tree_digest(manifests_dir)}
+    after = {"tmp": _tree_digest(root, out, logs), "manifests": _tree_digest(manifests_dir)}
+    (logs / "kills.json").write_text(json.dumps({"kills": kills, "final_exit": code}, indent=2))
+    print(f"kill loop: {json.dumps(kills)}; final exit {code}")
     return {"expected": expected, "out": out, "cwd": cwd, "kills": kills, "code": code, "log": log.read_text(errors="replace"),
             "watched": watched, "after": after}
 
