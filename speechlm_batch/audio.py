@@ -20,6 +20,7 @@ from speechlm_batch.types import Audio, AudioPiece, ErrorKind, RowError, Seconds
 BLOCK_FRAMES = 1 << 18  # ~5 s at 48 kHz per read: bounded memory for long files
 END_TOLERANCE_S = 0.05  # manifests round durations; allow a little past the end of the file
 SPLIT_SEARCH_WINDOW_S = 1.0  # energy split: look for the quietest point in the last second of a piece
+SILENCE_PEAK = 1e-4  # about -80 dBFS: below this a piece is digital silence, not quiet speech
 SPLIT_ENERGY_WINDOW = 1600  # samples (100 ms at 16 kHz) per RMS window, as vLLM's server does
 
 
@@ -41,7 +42,14 @@ def check(audio: Audio, name: str) -> Audio | RowError:
         return RowError(ErrorKind.EMPTY_AUDIO, f"{name}: no audio samples in the selected range")
     if not np.isfinite(audio.samples).all():
         return RowError(ErrorKind.BAD_SAMPLES, f"{name}: audio contains NaN or infinite samples")
+    if is_silent(audio.samples):
+        return RowError(ErrorKind.SILENT_AUDIO, f"{name}: audio is digital silence (peak below -80 dBFS)")
     return audio
+
+
+def is_silent(samples: np.ndarray) -> bool:
+    """True for digital silence. Models transcribe it as hallucinated words, so it is never sent to them."""
+    return samples.size == 0 or float(np.max(np.abs(samples))) < SILENCE_PEAK
 
 
 def _from_file(utt: Utterance, sample_rate: int) -> Audio | RowError:

@@ -180,8 +180,13 @@ class _Assembler:
             return []
         max_s = self.adapter.max_piece_s or float("inf")
         pieces = audio_io.split(audio, max_s, item.id)
-        self.open_rows[item.id] = _OpenRow(item, len(pieces), audio.duration_s)
-        return pieces
+        row = _OpenRow(item, len(pieces), audio.duration_s)
+        self.open_rows[item.id] = row
+        for piece in pieces:  # silent stretches of long files add no text and cost no engine time
+            if audio_io.is_silent(piece.samples):
+                row.texts[piece.index] = ""
+                row.received += 1
+        return [p for p in pieces if p.index not in row.texts]
 
     def complete(self, completion: Completion) -> None:
         utterance_id, index = completion.key

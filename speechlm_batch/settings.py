@@ -24,7 +24,7 @@ class EngineSettings:
     """How vLLM is started. `None` means vLLM's own default for this platform."""
 
     model: str = DEFAULT_MODEL  # alias, local folder or hub id; resolved by models.store before the engine starts
-    dtype: str = "auto"  # "auto": bfloat16 on CPU (fp16 is unstable there), the checkpoint's dtype on GPU
+    dtype: str = "auto"  # "auto": on CPU bfloat16 where native (AVX512-BF16/AMX) else float32; GPU: the checkpoint's
     max_model_len: int | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None  # for Whisper also the encoder budget: 1500 tokens per clip

@@ -25,6 +25,7 @@ class ErrorKind(StrEnum):
     UNREADABLE = "unreadable"  # libsndfile could not decode it
     EMPTY_AUDIO = "empty_audio"  # zero samples after offset/duration
     BAD_SAMPLES = "bad_samples"  # NaN or inf samples
+    SILENT_AUDIO = "silent_audio"  # digital silence: Whisper-style decoders hallucinate ("you") on it
     OUT_OF_RANGE = "out_of_range"  # offset / duration outside the file
     ENGINE = "engine"  # vLLM rejected or failed the request
 

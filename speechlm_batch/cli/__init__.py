@@ -23,6 +23,8 @@ app.command()(transcribe)
 app.add_typer(models_app, name="models")
 app.command("merge")(merge_cmd.merge)
 app.command("slurm")(slurm_cmd.slurm)
+app.command("eval")(__import__("speechlm_batch.cli.eval", fromlist=["eval_command"]).eval_command)
+app.command("report")(__import__("speechlm_batch.cli.report", fromlist=["report"]).report)
 
 
 def main() -> None:

@@ -58,3 +58,33 @@ def failures_table(by_kind: Mapping[str, int]) -> Table:
     for kind, count in sorted(by_kind.items()):
         table.add_row(kind, str(count))
     return table
+
+
+def eval_results_table(payload: Mapping[str, Any], title: str) -> Table:
+    """The eval / report table from results.json's content: one row per dataset, then the leaderboard lines."""
+    table = Table(title=title, show_header=True, header_style="bold")
+    columns = ("dataset", "rows", "dropped", "hours", "WER %", "S / D / I", "ref words", "CER %", "RTFx engine", "RTFx e2e")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "dataset" else "right")
+    runs = {run["dataset"]: run for run in payload.get("runs", [])}
+    for i, d in enumerate(payload["datasets"]):
+        w, run = d["wer_stats"], runs.get(d["name"], {})
+        table.add_row(
+            d["name"],
+            str(d["rows"]),
+            str(d["dropped_refs"]),
+            _fmt(d["hours"], ".3f"),
+            _fmt(d["wer_percent"]),
+            f"{w['substitutions']} / {w['deletions']} / {w['insertions']}",
+            str(w["reference_words"]),
+            _fmt(d.get("cer_percent")),
+            _fmt(run.get("rtfx_engine", d.get("rtfx")), ".1f"),
+            _fmt(run.get("rtfx_end_to_end"), ".1f"),
+            end_section=i == len(payload["datasets"]) - 1,
+        )
+    table.add_row(
+        "[bold]average / composite[/bold]", "", "", _fmt(payload.get("audio_s", 0.0) / 3600, ".3f"),
+        f"[bold]{_fmt(payload.get('average_wer_percent'))}[/bold]", "", "", "",
+        _fmt(payload.get("composite_rtfx"), ".1f"), _fmt(payload.get("composite_rtfx_end_to_end"), ".1f"),
+    )
+    return table

@@ -9,7 +9,7 @@ import typer
 
 from speechlm_batch.cli import common
 from speechlm_batch.cli.options import *  # noqa: F403 - the shared option aliases
-from speechlm_batch.errors import ManifestError
+from speechlm_batch.errors import UsageError
 from speechlm_batch.models.store import resolve_model
 from speechlm_batch.sources.manifest import validate_manifest
 from speechlm_batch.sources import open_manifest
@@ -51,7 +51,8 @@ def transcribe(
     if strict:
         bad = validate_manifest(manifest)
         if bad:
-            raise ManifestError(str(manifest), bad[0].position + 1, bad[0].error.message)
+            more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
+            raise UsageError(f"{bad[0].error.message}{more}", hint="fix the manifest, or drop --strict to keep going")
     chunk_spec = common.resolve_chunk(chunk)
     model_path = resolve_model(model)
     outcome = common.run_with_progress(

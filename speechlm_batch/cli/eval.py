@@ -1,0 +1,150 @@
+"""`speechlm-batch eval`: Open ASR Leaderboard sets or any HF dataset, one engine, leaderboard-exact scores.
+
+Exit codes as transcribe: 0 every row transcribed, 1 some rows failed (still scored without them), 2 usage,
+3 a dataset or the model is not available, 130 interrupted (rerun to resume).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from speechlm_batch import evaluation
+from speechlm_batch.cli import common
+from speechlm_batch.cli import console as ui
+from speechlm_batch.cli.options import *  # noqa: F403 - the shared option aliases
+from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, UsageError
+from speechlm_batch.models.store import resolve_model
+from speechlm_batch.sources.leaderboard import GROUPS, REGISTRY
+
+E, D, R = common.ENGINE_DEFAULTS, common.DECODE_DEFAULTS, common.RUN_DEFAULTS
+
+DatasetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--dataset",
+        "-d",
+        help=(
+            "Named Open ASR Leaderboard set (repeatable): "
+            + ", ".join(REGISTRY)
+            + ". 'all' = the classic eight (esb-datasets-test-only-sorted); 'all-2026' = the 2026 public set."
+        ),
+    ),
+]
+HfDatasetOpt = Annotated[
+    Optional[str],
+    typer.Option("--hf-dataset", help="Hub id, save_to_disk folder, parquet file/folder, or audio folder with metadata."),
+]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Dataset config (with --hf-dataset).")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Split (with --hf-dataset).")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N rows per dataset: a quick look.")]
+DatasetsDirOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--datasets-dir",
+        envvar="SPEECHLM_BATCH_DATASETS",
+        help="Local copies of named sets as <path>/<config>/<split> (save_to_disk, parquet or audio folder).",
+    ),
+]
+
+
+def eval_command(
+    dataset: DatasetOpt = None,
+    hf_dataset: HfDatasetOpt = None,
+    config: ConfigOpt = None,
+    split: SplitOpt = "test",
+    limit: LimitOpt = None,
+    datasets_dir: DatasetsDirOpt = None,
+    model: ModelOpt = E.model,
+    output_dir: OutputDirOpt = Path("eval"),
+    chunk: ChunkOpt = None,
+    overwrite: OverwriteOpt = False,
+    language: LanguageOpt = D.language,
+    family: FamilyOpt = D.family,
+    prompt: PromptOpt = D.prompt,
+    audio_placeholder: PlaceholderOpt = D.audio_placeholder,
+    max_tokens: MaxTokensOpt = D.max_tokens,
+    tokens_per_second: TokensPerSOpt = D.tokens_per_s,
+    collapse_loops: CollapseOpt = D.collapse_loops,
+    window: WindowOpt = R.window_rows,
+    decode_workers: WorkersOpt = R.decode_workers,
+    dtype: DtypeOpt = E.dtype,
+    max_model_len: MaxModelLenOpt = E.max_model_len,
+    max_num_seqs: MaxNumSeqsOpt = E.max_num_seqs,
+    max_num_batched_tokens: MaxBatchedTokensOpt = E.max_num_batched_tokens,
+    gpu_memory_utilization: GpuMemOpt = E.gpu_memory_utilization,
+    kv_cache_gib: KvCacheOpt = E.kv_cache_gib,
+    tensor_parallel_size: TpOpt = E.tensor_parallel_size,
+    enforce_eager: EagerOpt = E.enforce_eager,
+    trust_remote_code: TrustOpt = E.trust_remote_code,
+    plugin: PluginOpt = E.plugin,
+    hf_overrides: HfOverridesOpt = None,
+    tokenizer: TokenizerOpt = E.tokenizer,
+) -> None:
+    """Transcribe and score leaderboard sets or an HF dataset; write leaderboard files and results.*."""
+    settings = common.build_settings({**locals(), "strict": False})
+    chunk_spec = common.resolve_chunk(chunk)
+    targets = _targets(dataset, hf_dataset, config, split, limit, datasets_dir)  # before the model loads
+    model_path = resolve_model(model)
+    outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, overwrite)
+    raise typer.Exit(_finish(outcome, model, output_dir))
+
+
+def _targets(dataset, hf_dataset, config, split, limit, datasets_dir) -> list[evaluation.EvalTarget]:
+    if bool(dataset) == bool(hf_dataset):
+        groups = " / ".join(f"--dataset {g}" for g in GROUPS)
+        raise UsageError(f"give either --dataset NAME (or {groups}) or --hf-dataset ID_OR_PATH, not both or neither")
+    if hf_dataset:
+        return [evaluation.target_from_hf(hf_dataset, config, split, limit=limit)]
+    return evaluation.targets_from_names(dataset, mirror=datasets_dir, limit=limit)
+
+
+def _run(targets, settings, output_dir, model_path, model, chunk_spec, overwrite) -> evaluation.EvalOutcome:
+    stop = common.install_stop_handlers()
+    with ui.progress() as bar:
+        current: dict[str, int] = {}
+
+        def dataset_started(name: str, index: int, count: int) -> None:
+            current["task"] = bar.add_task(f"{name} ({index + 1}/{count})", total=None, audio_h=0.0)
+
+        def rows_started(total: int, resumed: int) -> None:
+            bar.update(current["task"], total=total, completed=resumed)
+
+        def rows_done(rows) -> None:
+            task = current["task"]
+            audio_h = bar.tasks[task].fields["audio_h"] + sum(r.audio_s for r in rows) / 3600
+            bar.update(task, advance=len(rows), audio_h=audio_h)
+
+        hooks = evaluation.EvalHooks(dataset_started, rows_started, rows_done)
+        return evaluation.run_eval(
+            targets, settings, output_dir, model_path=model_path, model_id=model, chunk=chunk_spec,
+            overwrite=overwrite, stop=stop, hooks=hooks,
+        )
+
+
+def _finish(outcome: evaluation.EvalOutcome, model: str, output_dir: Path) -> int:
+    if outcome.payload is None:  # a --chunk run: results need every chunk
+        names = " ".join(str(r.output_dir) for r in outcome.runs)
+        ui.console.print(
+            "chunk done. When every chunk has finished: `speechlm-batch merge` each of "
+            f"{names}, then `speechlm-batch report {output_dir}`"
+        )
+    else:
+        show_results(outcome, f"{model} · {output_dir}")
+    if outcome.interrupted:
+        ui.console.print("[yellow]interrupted: rerun the same command to resume where it stopped[/yellow]")
+        return EXIT_INTERRUPTED
+    return EXIT_ROWS_FAILED if outcome.rows_failed else EXIT_OK
+
+
+def show_results(outcome: evaluation.EvalOutcome, title: str) -> None:
+    """The results table, then where the files are and any scoring warnings (also used by `report`)."""
+    ui.out.print(ui.eval_results_table(outcome.payload, title))
+    for run in outcome.runs:
+        if run.leaderboard_file is not None:
+            ui.console.print(f"[dim]leaderboard file:[/dim] {run.leaderboard_file}")
+    ui.console.print("results: " + ", ".join(str(p) for p in outcome.files))
+    for warning in outcome.warnings:
+        ui.console.print(f"[yellow]warning:[/yellow] {warning}")

@@ -1,0 +1,436 @@
+"""`eval` and `report` as library code: several datasets through one engine, scored as the leaderboard does.
+
+`run_eval` is transcribe plus scoring, not a second pipeline: each dataset goes through `runner.run_source`
+into its own subfolder (predictions, meta, done marker, report.json; resumable, `--chunk` aware), all with
+one engine. Then, for a whole (unchunked) run, the output folder gets:
+
+    MODEL_{model}_DATASET_{path}_{config}_{split}.jsonl   one per dataset, the leaderboard's manifest format
+    results.json / results.md / results.html              per-dataset WER, S/D/I, CER, RTFx; average and
+                                                           composite by the leaderboard's rules
+
+Timing, said once: a dataset's `time_s` (and so its `rtfx`, and the `time` column of its leaderboard file,
+spread evenly over its rows) is **engine time**: seconds inside the engine's generate calls on audio already
+decoded, warm-up and model load excluded, which is what the leaderboard's transformers runner times.
+`rtfx_end_to_end` divides the same audio by the whole loop (decode, resample, generate, write). When a run
+resumed, the earlier rows were timed by an earlier run whose report was replaced: the time is extrapolated
+from this run's RTFx and said so (`time_extrapolated`).
+
+Nothing here prints: the CLI renders `EvalOutcome.payload` (the content of results.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speechlm_batch import outputs, reports, runner, sharding
+from speechlm_batch.engine import Engine
+from speechlm_batch.fsutil import atomic_write_text
+from speechlm_batch.metrics import rtfx
+from speechlm_batch.settings import RunSettings
+from speechlm_batch.sources import Source
+from speechlm_batch.sources import leaderboard as lb
+from speechlm_batch.sources.hf import default_name, open_hf
+
+TIME_NOTE = (
+    "time_s / rtfx: engine seconds (generate on pre-decoded audio; warm-up and model load excluded), as the "
+    "leaderboard's transformers runner times; rtfx_end_to_end: decode + resample + generate + write. "
+    "Leaderboard files spread time_s evenly over a dataset's rows."
+)
+SCORER_2026_NOTE = (
+    "2026 sets are scored with the classic rules here (jiwer, Whisper EnglishTextNormalizer); the 2026 "
+    "leaderboard uses kaldialign with compound merging and a newer normalizer, so its numbers differ slightly."
+)
+RESULTS_FILES = ("results.json", "results.md", "results.html")
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """One dataset to evaluate and how its leaderboard file is named.
+
+    Attributes:
+        name: subfolder and row label.
+        source: the rows (an `HfSource` for datasets; any `Source` works).
+        dataset_path / config / split: the leaderboard file name parts (config "" when there is none).
+        family: "classic", "2026", or None for a dataset outside the leaderboard.
+        chunked: chunk rows joined per `parent_id` before scoring (metrics.join_chunked does it for any
+            rows that carry `parent_id` and `chunk_index`; this flag documents it in results.json).
+    """
+
+    name: str
+    source: Source
+    dataset_path: str
+    config: str
+    split: str
+    family: str | None = None
+    chunked: bool = False
+
+    @property
+    def dropped_rows(self) -> int:
+        return int(getattr(self.source, "dropped_rows", 0))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dataset": self.name,
+            "dataset_path": self.dataset_path,
+            "config": self.config,
+            "split": self.split,
+            "family": self.family,
+            "chunked": self.chunked,
+        }
+
+
+def targets_from_names(names: Sequence[str], *, mirror: Path | None = None, limit: int | None = None) -> list[EvalTarget]:
+    """Open the named leaderboard sets (`all`, `all-2026` expand); fails before any engine starts."""
+    return [
+        EvalTarget(s.name, lb.open_spec(s, mirror=mirror, limit=limit), s.path, s.config, s.split, s.family, s.chunked)
+        for s in lb.expand(names)
+    ]
+
+
+def target_from_hf(
+    path_or_id: str, config: str | None = None, split: str | None = "test", *, limit: int | None = None
+) -> EvalTarget:
+    """Any HF dataset or local copy (see `sources.hf.open_hf`). A local folder is named by its folder name."""
+    name = default_name(path_or_id, config)
+    is_local = Path(path_or_id).expanduser().exists()
+    # A local path's slug is its name; "_" would end the dataset part of the leaderboard file name early.
+    dataset_path = name.replace("_", "-") if is_local else str(path_or_id)
+    naming = {"name": name, "path": dataset_path, "config": config or "", "split": split or "", "family": None}
+    source = open_hf(path_or_id, config, split, limit=limit, name=name, identity_extra={"leaderboard": naming})
+    return EvalTarget(name, source, dataset_path, config or "", split or "")
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class DatasetRun:
+    """One dataset's part of an eval: where its files are and what it scored."""
+
+    target: Mapping[str, Any]  # EvalTarget.describe()
+    output_dir: Path
+    result: reports.DatasetResult
+    timing: Mapping[str, Any]
+    report: Mapping[str, Any] | None  # the run's report.json content
+    leaderboard_file: Path | None
+    dropped_before_inference: int
+    interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        report = self.report or {}
+        return {
+            **self.target,
+            "output_dir": str(self.output_dir),
+            "leaderboard_file": None if self.leaderboard_file is None else str(self.leaderboard_file),
+            "rows_dropped_before_inference": self.dropped_before_inference,
+            **self.timing,
+            "device": report.get("device"),
+            "load_s": (report.get("timings") or {}).get("load_s"),
+            "interrupted": self.interrupted,
+        }
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """What `run_eval` / `rescore` did. `payload` is results.json's content (None for a chunk run)."""
+
+    output_dir: Path
+    runs: tuple[DatasetRun, ...]
+    summary: reports.EvalSummary | None
+    payload: Mapping[str, Any] | None
+    files: tuple[Path, ...] = ()
+    interrupted: bool = False
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def rows_failed(self) -> int:
+        return sum(r.result.failed for r in self.runs)
+
+
+@dataclass(frozen=True)
+class EvalHooks:
+    """Progress callbacks for a caller that shows progress (the CLI); all optional."""
+
+    dataset_started: Callable[[str, int, int], None] | None = None  # name, index, count
+    rows_started: Callable[[int, int], None] | None = None  # rows in this shard, rows resumed
+    rows_done: Callable[[Sequence[Any]], None] | None = None  # a window of RowResult
+
+
+def run_eval(
+    targets: Sequence[EvalTarget],
+    settings: RunSettings,
+    output_dir: Path,
+    *,
+    model_path: str,
+    model_id: str,
+    engine: Engine | None = None,
+    chunk: sharding.ChunkSpec | None = None,
+    overwrite: bool = False,
+    stop: threading.Event | None = None,
+    hooks: EvalHooks = EvalHooks(),
+) -> EvalOutcome:
+    """Transcribe and score every target with one engine, then write the results files.
+
+    Args:
+        targets: datasets, opened already (so a missing one fails before the engine starts).
+        settings: as for transcribe; the same for every dataset (leaderboard rule).
+        output_dir: gets one subfolder per target, the leaderboard files and results.*.
+        model_path: what the engine loads (models.store.resolve_model of `model_id`).
+        model_id: the `--model` value; its "/"-to-"-" slug names the leaderboard files.
+        engine: an engine already started (tests share one); else one is started here and shut down at the end.
+        chunk: one shard of every dataset. Then only the subfolders are written: merge each, then `report`.
+        overwrite / stop: as for `runner.run_source`.
+    """
+    _check_names(targets)
+    output_dir = Path(output_dir)
+    own_engine = engine is None
+    engine = engine or Engine.create(settings.engine, model_path)
+    runs: list[DatasetRun] = []
+    try:
+        for i, target in enumerate(targets):
+            if hooks.dataset_started is not None:
+                hooks.dataset_started(target.name, i, len(targets))
+            run = _run_one(target, settings, output_dir, model_path, model_id, engine, chunk, overwrite, stop, hooks)
+            runs.append(run)
+            if run.interrupted:
+                break
+    finally:
+        if own_engine:
+            engine.shutdown()
+    interrupted = any(r.interrupted for r in runs)
+    if chunk is not None:
+        return EvalOutcome(output_dir, tuple(runs), None, None, interrupted=interrupted)
+    return _finish(output_dir, [r for r in runs if not r.interrupted], model_id, interrupted)
+
+
+def _check_names(targets: Sequence[EvalTarget]) -> None:
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        from speechlm_batch.errors import UsageError
+
+        raise UsageError(f"two datasets share a name ({', '.join(names)}): their outputs would collide")
+
+
+def _run_one(target, settings, output_dir, model_path, model_id, engine, chunk, overwrite, stop, hooks) -> DatasetRun:
+    folder = output_dir / target.name
+    outcome = runner.run_source(
+        target.source, settings, folder, model_path=model_path, chunk=chunk, overwrite=overwrite, engine=engine,
+        stop=stop, on_start=hooks.rows_started, on_rows=hooks.rows_done,
+    )
+    report = outcome.report.to_dict() if outcome.report is not None else _read_report(folder, chunk)
+    rows = list(outputs.read_predictions(outcome.predictions_path))
+    score = reports.score_rows(rows)
+    timing = timing_from_reports([report] if report else [], score.audio_s)
+    result = _with_dropped(reports.DatasetResult.from_score(target.name, score, timing["time_s"]), target.dropped_rows)
+    leaderboard_file = None
+    if chunk is None and not outcome.interrupted:
+        name = reports.leaderboard_filename(model_id, target.dataset_path, target.config, target.split)
+        leaderboard_file = output_dir / name
+        per_row = (timing["time_s"] or 0.0) / len(rows) if rows else 0.0
+        reports.write_leaderboard_manifest(leaderboard_file, rows, per_row)
+    return DatasetRun(
+        target.describe(), folder, result, timing, report, leaderboard_file, target.dropped_rows, outcome.interrupted
+    )
+
+
+def _read_report(folder: Path, chunk: sharding.ChunkSpec | None) -> dict[str, Any] | None:
+    """report.json of an earlier run (a rerun of a finished dataset has nothing new to report)."""
+    return outputs.read_json(folder / f"report{'.' + chunk.label if chunk else ''}.json")
+
+
+def _with_dropped(result: reports.DatasetResult, dropped_before: int) -> reports.DatasetResult:
+    """Rows dropped before inference join those the scorer dropped: one count, as the leaderboard has."""
+    return dataclasses.replace(result, dropped_refs=result.dropped_refs + dropped_before)
+
+
+def timing_from_reports(report_dicts: Sequence[Mapping[str, Any]], audio_s: float) -> dict[str, Any]:
+    """A dataset's timed seconds from the report.json contents of the runs that wrote its rows.
+
+    Sums engine and loop seconds and the audio those runs timed. When the runs timed less audio than the
+    dataset has (a resumed run's first part), times are scaled to all of it at the measured RTFx.
+
+    Returns:
+        time_s (engine), wall_s (end to end), rtfx_engine, rtfx_end_to_end, timed_audio_s, time_extrapolated.
+    """
+    timed_audio = sum(float((r.get("rtfx") or {}).get("audio_s") or 0.0) for r in report_dicts)
+    engine_s = sum(float((r.get("timings") or {}).get("engine_s") or 0.0) for r in report_dicts)
+    wall_s = sum(float((r.get("timings") or {}).get("wall_s") or 0.0) for r in report_dicts)
+    rtfx_engine, rtfx_e2e = rtfx(timed_audio, engine_s), rtfx(timed_audio, wall_s)
+    scale_needed = timed_audio > 0 and abs(timed_audio - audio_s) > 1e-6 * max(audio_s, 1.0)
+    return {
+        "time_s": (audio_s / rtfx_engine if scale_needed else engine_s) if rtfx_engine else None,
+        "wall_s": (audio_s / rtfx_e2e if scale_needed else wall_s) if rtfx_e2e else None,
+        "rtfx_engine": rtfx_engine,
+        "rtfx_end_to_end": rtfx_e2e,
+        "timed_audio_s": timed_audio,
+        "time_extrapolated": bool(scale_needed and rtfx_engine),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def _finish(output_dir: Path, runs: Sequence[DatasetRun], model_id: str | None, interrupted: bool) -> EvalOutcome:
+    summary = reports.summarize([r.result for r in runs])
+    payload = results_payload(summary, runs, model_id)
+    files = write_results(output_dir, summary, payload) if runs else ()
+    warnings = tuple(f"{r.result.name}: {w}" for r in runs for w in r.result.warnings)
+    return EvalOutcome(output_dir, tuple(runs), summary, payload, files, interrupted, warnings)
+
+
+def results_payload(summary: reports.EvalSummary, runs: Sequence[DatasetRun], model_id: str | None) -> dict[str, Any]:
+    """results.json: the summary plus, per dataset, both RTFx, load time, device and the settings used."""
+    first = next((r.report for r in runs if r.report), None) or {}
+    walls = [r.timing.get("wall_s") for r in runs]
+    wall_total = sum(walls) if runs and all(walls) else None
+    families = {r.target.get("family") for r in runs}
+    notes = [TIME_NOTE] + ([SCORER_2026_NOTE] if "2026" in families else [])
+    return {
+        **summary.to_dict(),
+        "composite_rtfx_end_to_end": rtfx(summary.audio_s, wall_total),
+        "model": model_id or first.get("model"),
+        "device": first.get("device"),
+        "load_s": (first.get("timings") or {}).get("load_s"),
+        "versions": first.get("versions"),
+        "settings": first.get("settings"),
+        "runs": [r.to_dict() for r in runs],
+        "notes": [*summary.to_dict()["notes"], *notes],
+    }
+
+
+def write_results(output_dir: Path, summary: reports.EvalSummary, payload: Mapping[str, Any]) -> tuple[Path, ...]:
+    """results.json, results.md (table plus both RTFx per dataset) and results.html (chart)."""
+    output_dir = Path(output_dir)
+    paths = tuple(output_dir / name for name in RESULTS_FILES)
+    atomic_write_text(paths[0], json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+    atomic_write_text(paths[1], reports.render_results_markdown(summary) + _timing_markdown(payload))
+    reports.write_chart_html(paths[2], summary)
+    return paths
+
+
+def _timing_markdown(payload: Mapping[str, Any]) -> str:
+    def fmt(value: Any, spec: str) -> str:
+        return "n/a" if value is None else format(value, spec)
+
+    lines = [
+        "",
+        f"Model: {payload.get('model')}; device: {payload.get('device')}; load {fmt(payload.get('load_s'), '.1f')} s",
+        "",
+        "| dataset | rows dropped before inference | engine s | RTFx engine | end-to-end s | RTFx end-to-end |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in payload["runs"]:
+        lines.append(
+            f"| {run['dataset']} | {run['rows_dropped_before_inference']} | {fmt(run['time_s'], '.2f')} | "
+            f"{fmt(run['rtfx_engine'], '.1f')} | {fmt(run['wall_s'], '.2f')} | {fmt(run['rtfx_end_to_end'], '.1f')} |"
+        )
+    lines += ["", f"_{TIME_NOTE}_"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- report DIR
+
+
+def rescore(directory: Path, *, prefer: str = "auto", output_dir: Path | None = None) -> EvalOutcome:
+    """Score existing files without a model and write results.* into `output_dir` (default `directory`).
+
+    Args:
+        directory: searched recursively.
+        prefer: "leaderboard" (MODEL_*_DATASET_*.jsonl files), "predictions" (merged predictions.jsonl per
+            folder; their report*.json files give the time), or "auto": leaderboard files when there are any.
+            From predictions, leaderboard files are written too when the meta file says which dataset it was.
+
+    Raises:
+        UsageError: nothing to score in `directory`.
+    """
+    from speechlm_batch.errors import UsageError
+
+    directory = Path(directory)
+    out = Path(output_dir) if output_dir is not None else directory
+    manifests = reports.read_leaderboard_manifests(directory) if prefer in ("auto", "leaderboard") else {}
+    if manifests:
+        runs = [_run_from_leaderboard(name, rows, directory) for name, rows in manifests.items()]
+        model_id = next(iter(manifests)).model
+    else:
+        runs = [] if prefer == "leaderboard" else _runs_from_predictions(directory, out)
+        model_id = None
+    if not runs:
+        raise UsageError(
+            f"{directory}: no leaderboard files (MODEL_*_DATASET_*.jsonl) or merged predictions.jsonl files to score",
+            hint="for a --chunk run, merge each dataset folder first (speechlm-batch merge DIR/<dataset>)",
+        )
+    return _finish(out, runs, model_id, False)
+
+
+def _run_from_leaderboard(name: reports.LeaderboardName, rows: list[dict[str, Any]], directory: Path) -> DatasetRun:
+    label = lb.name_for(name.dataset_path, name.config, name.split) or f"{name.dataset_path}_{name.config}_{name.split}"
+    result = reports.result_from_leaderboard_rows(label, rows)
+    spec = lb.REGISTRY.get(label)
+    target = {
+        "dataset": label,
+        "dataset_path": spec.path if spec else name.dataset_path,
+        "config": name.config,
+        "split": name.split,
+        "family": spec.family if spec else None,
+        "chunked": spec.chunked if spec else any("chunk_index" in r for r in rows),
+    }
+    timing = {
+        "time_s": result.time_s, "wall_s": None, "rtfx_engine": result.rtfx, "rtfx_end_to_end": None,
+        "timed_audio_s": result.audio_s, "time_extrapolated": False,
+    }
+    return DatasetRun(target, directory, result, timing, None, directory / name.filename(), 0)
+
+
+def _runs_from_predictions(directory: Path, out: Path) -> list[DatasetRun]:
+    runs = []
+    for path in sorted(directory.rglob("predictions.jsonl")):
+        folder = path.parent
+        rows = list(outputs.read_predictions(path))
+        score = reports.score_rows(rows)
+        report_dicts = _folder_reports(folder)
+        timing = timing_from_reports(report_dicts, score.audio_s)
+        meta = outputs.read_json(folder / "predictions.meta.json") or {}
+        target = _target_from_meta(meta, folder, directory)
+        dropped = int((meta.get("input") or {}).get("rows_dropped") or 0)
+        result = _with_dropped(reports.DatasetResult.from_score(target["dataset"], score, timing["time_s"]), dropped)
+        leaderboard_file = _leaderboard_from_meta(meta, target, rows, timing, out)
+        first = report_dicts[0] if report_dicts else None
+        runs.append(DatasetRun(target, folder, result, timing, first, leaderboard_file, dropped))
+    return runs
+
+
+def _folder_reports(folder: Path) -> list[dict[str, Any]]:
+    """report.json (a whole run, or merge's sum over chunks), else the chunk reports: never both."""
+    whole = outputs.read_json(folder / "report.json")
+    if whole is not None:
+        return [whole]
+    return [d for p in sorted(folder.glob("report.chunk-*.json")) if (d := outputs.read_json(p))]
+
+
+def _target_from_meta(meta: Mapping[str, Any], folder: Path, root: Path) -> dict[str, Any]:
+    spec = (meta.get("input") or {}).get("leaderboard") or {}
+    name = spec.get("name") or meta.get("source") or (folder.relative_to(root).as_posix() if folder != root else folder.name)
+    return {
+        "dataset": name,
+        "dataset_path": spec.get("path"),
+        "config": spec.get("config"),
+        "split": spec.get("split"),
+        "family": spec.get("family"),
+        "chunked": bool(spec.get("chunked")),
+    }
+
+
+def _leaderboard_from_meta(meta, target, rows, timing, out: Path) -> Path | None:
+    model_id = ((meta.get("settings") or {}).get("engine") or {}).get("model")
+    if not model_id or target["dataset_path"] is None or target["split"] is None:
+        return None
+    path = out / reports.leaderboard_filename(model_id, target["dataset_path"], target["config"] or "", target["split"])
+    per_row = (timing["time_s"] or 0.0) / len(rows) if rows else 0.0
+    reports.write_leaderboard_manifest(path, rows, per_row)
+    return path

@@ -1,0 +1,55 @@
+"""pipeline's row assembly and text guard, without an engine."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from speechlm_batch.engine import Completion
+from speechlm_batch.pipeline import _Assembler
+from speechlm_batch.textguard import collapse_loops
+from speechlm_batch.types import Audio, ErrorKind, Utterance
+
+
+class _Adapter:
+    family = "fake"
+    sample_rate = 16000
+    max_piece_s = 30.0
+
+    def postprocess(self, text: str) -> str:
+        return text.strip()
+
+
+def _utt(uid="u"):
+    return Utterance(id=uid, position=0, audio_filepath="a.wav", row={})
+
+
+def test_pieces_are_joined_in_order_and_silent_pieces_skip_the_engine():
+    rate = 16000
+    speech = np.full(int(rate * 29.5), 0.1, dtype=np.float32)
+    # 29.5 s speech, 30.5 s digital silence, 10 s speech = 70 s: three pieces, the middle one silent.
+    samples = np.concatenate([speech, np.zeros(int(rate * 30.5), dtype=np.float32), speech[: rate * 10]])
+    asm = _Assembler(_Adapter(), collapse=False)
+    pieces = asm.open(_utt(), Audio(samples, rate))
+    assert [p.index for p in pieces] == [0, 2]  # the silent middle piece is not sent
+    asm.complete(Completion(("u", 2), " world "))
+    assert not asm.finished
+    asm.complete(Completion(("u", 0), "hello"))
+    [row] = asm.finished
+    assert row.pred_text == "hello world" and row.pieces == 3 and row.audio_s == 70.0
+
+
+def test_engine_error_fails_the_row_after_all_pieces_return():
+    samples = np.full(16000 * 50, 0.1, dtype=np.float32)
+    asm = _Assembler(_Adapter(), collapse=False)
+    assert len(asm.open(_utt(), Audio(samples, 16000))) == 2
+    asm.complete(Completion(("u", 0), None, error="ValueError: too long"))
+    assert not asm.finished  # piece 1 still in flight
+    asm.complete(Completion(("u", 1), "text"))
+    [row] = asm.finished
+    assert row.pred_text is None and row.error.kind is ErrorKind.ENGINE and "too long" in row.error.message
+
+
+def test_collapse_loops_counts_what_it_removed():
+    text, fired = collapse_loops("thank you " * 10 + "bye")
+    assert text == "thank you thank you bye" and fired == 1
+    assert collapse_loops("no no no") == ("no no no", 0)
