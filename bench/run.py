@@ -262,18 +262,16 @@ class Bench:
         self.corpus = prepare(a.manifest, a.work / "corpus", replicas=a.replicas, max_clip_s=a.max_clip_s,
                               every=a.every, workers=max(2, os.cpu_count() or 1))
         print(f"corpus: {len(self.corpus.clips)} clips, {self.corpus.audio_s / 3600:.3f} h", flush=True)
-        if "hf" in wanted:
-            self.transformers()
-        if "ct2" in wanted:
-            self.faster_whisper()
         phases = [p for p in ("naive", "engine", "e2e") if p in wanted]
-        if phases:
-            self.vllm(phases)
-        if "multi" in wanted and a.engines > 1:
-            self.multi(a.engines)
+        steps = [("hf" in wanted, self.transformers), ("ct2" in wanted, self.faster_whisper),
+                 (bool(phases), lambda: self.vllm(phases)), ("multi" in wanted and a.engines > 1, lambda: self.multi(a.engines))]
+        for enabled, step in steps:
+            if enabled:
+                step()
+                self.finish(quiet=True)  # a run cut short by a time limit keeps the rows it finished
         return self.finish()
 
-    def finish(self) -> Path:
+    def finish(self, quiet: bool = False) -> Path:
         refs = [c.text for c in self.corpus.clips]
         report.score(self.rows, refs)
         meta = {"device": device_name(self.device), "versions": versions(), "command": _command(),
@@ -283,7 +281,8 @@ class Bench:
         report.save(self.args.out / "results.json", meta, self.rows, refs)
         text = report.render(meta, self.rows) + "".join(f"\n- skipped: {s}" for s in self.skipped)
         (self.args.out / "results.md").write_text(text + "\n", encoding="utf-8")
-        print(text, flush=True)
+        if not quiet:
+            print(text, flush=True)
         return self.args.out / "results.json"
 
 

@@ -141,6 +141,7 @@ def run_vllm(job: dict[str, Any]) -> dict[str, Any]:
         elif name == "e2e":
             pipeline.warmup(engine, adapter)
             phases.append(_end_to_end(engine, adapter, run, corpus, Path(job["work"]) / "e2e", job["model"]))
+        print(f"bench: phase {name} done in {phases[-1]['wall_s']:.1f} s", flush=True)
     engine.shutdown()
     return {"load_s": engine.load_s, "phases": phases, "engine_kwargs": _jsonable(engine.kwargs)}
 

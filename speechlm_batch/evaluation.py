@@ -24,7 +24,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,9 @@ class EvalTarget:
         }
 
 
-def targets_from_names(names: Sequence[str], *, mirror: Path | None = None, limit: int | None = None) -> list[EvalTarget]:
+def targets_from_names(
+    names: Sequence[str], *, mirror: Path | None = None, limit: int | None = None
+) -> list[EvalTarget]:
     """Open the named leaderboard sets (`all`, `all-2026` expand); fails before any engine starts."""
     return [
         EvalTarget(s.name, lb.open_spec(s, mirror=mirror, limit=limit), s.path, s.config, s.split, s.family, s.chunked)
@@ -224,7 +226,7 @@ def _run_one(target, settings, output_dir, model_path, model_id, engine, chunk, 
         stop=stop, on_start=hooks.rows_started, on_rows=hooks.rows_done,
     )
     report = outcome.report.to_dict() if outcome.report is not None else _read_report(folder, chunk)
-    rows = list(outputs.read_predictions(outcome.predictions_path))
+    rows = _rows_in_order(outcome.predictions_path)
     score = reports.score_rows(rows)
     timing = timing_from_reports([report] if report else [], score.audio_s)
     result = _with_dropped(reports.DatasetResult.from_score(target.name, score, timing["time_s"]), target.dropped_rows)
@@ -237,6 +239,11 @@ def _run_one(target, settings, output_dir, model_path, model_id, engine, chunk, 
     return DatasetRun(
         target.describe(), folder, result, timing, report, leaderboard_file, target.dropped_rows, outcome.interrupted
     )
+
+
+def _rows_in_order(path: Path) -> list[dict[str, Any]]:
+    """Prediction rows in input order (they are written as they finish, longest first within a window)."""
+    return sorted(outputs.read_predictions(path), key=lambda row: row.get("_position", 0))
 
 
 def _read_report(folder: Path, chunk: sharding.ChunkSpec | None) -> dict[str, Any] | None:
@@ -355,7 +362,8 @@ def rescore(directory: Path, *, prefer: str = "auto", output_dir: Path | None = 
     out = Path(output_dir) if output_dir is not None else directory
     manifests = reports.read_leaderboard_manifests(directory) if prefer in ("auto", "leaderboard") else {}
     if manifests:
-        runs = [_run_from_leaderboard(name, rows, directory) for name, rows in manifests.items()]
+        known = _eval_datasets(directory)
+        runs = [_run_from_leaderboard(name, rows, directory, known) for name, rows in manifests.items()]
         model_id = next(iter(manifests)).model
     else:
         runs = [] if prefer == "leaderboard" else _runs_from_predictions(directory, out)
@@ -368,9 +376,28 @@ def rescore(directory: Path, *, prefer: str = "auto", output_dir: Path | None = 
     return _finish(out, runs, model_id, False)
 
 
-def _run_from_leaderboard(name: reports.LeaderboardName, rows: list[dict[str, Any]], directory: Path) -> DatasetRun:
-    label = lb.name_for(name.dataset_path, name.config, name.split) or f"{name.dataset_path}_{name.config}_{name.split}"
-    result = reports.result_from_leaderboard_rows(label, rows)
+def _eval_datasets(directory: Path) -> dict[tuple[str, str, str], tuple[str, int]]:
+    """(name, rows dropped before inference) per (dataset slug, config, split), from eval's meta files.
+
+    Leaderboard files hold only the rows that were transcribed; eval's dataset folders remember the rest.
+    """
+    found: dict[tuple[str, str, str], tuple[str, int]] = {}
+    for path in directory.rglob("predictions*.meta.json"):
+        identity = (outputs.read_json(path) or {}).get("input") or {}
+        spec = identity.get("leaderboard") or {}
+        if spec.get("path") is not None:
+            key = (str(spec["path"]).replace("/", "-"), spec.get("config") or "", spec.get("split") or "")
+            found[key] = (str(spec.get("name") or identity.get("name")), int(identity.get("rows_dropped") or 0))
+    return found
+
+
+def _run_from_leaderboard(
+    name: reports.LeaderboardName, rows: list[dict[str, Any]], directory: Path, known: Mapping[tuple, tuple[str, int]]
+) -> DatasetRun:
+    own_label, before = known.get((name.dataset_path, name.config, name.split), (None, 0))
+    label = lb.name_for(name.dataset_path, name.config, name.split) or own_label
+    label = label or f"{name.dataset_path}_{name.config}_{name.split}"
+    result = _with_dropped(reports.result_from_leaderboard_rows(label, rows), before)
     spec = lb.REGISTRY.get(label)
     target = {
         "dataset": label,
@@ -384,14 +411,14 @@ def _run_from_leaderboard(name: reports.LeaderboardName, rows: list[dict[str, An
         "time_s": result.time_s, "wall_s": None, "rtfx_engine": result.rtfx, "rtfx_end_to_end": None,
         "timed_audio_s": result.audio_s, "time_extrapolated": False,
     }
-    return DatasetRun(target, directory, result, timing, None, directory / name.filename(), 0)
+    return DatasetRun(target, directory, result, timing, None, directory / name.filename(), before)
 
 
 def _runs_from_predictions(directory: Path, out: Path) -> list[DatasetRun]:
     runs = []
     for path in sorted(directory.rglob("predictions.jsonl")):
         folder = path.parent
-        rows = list(outputs.read_predictions(path))
+        rows = _rows_in_order(path)
         score = reports.score_rows(rows)
         report_dicts = _folder_reports(folder)
         timing = timing_from_reports(report_dicts, score.audio_s)
@@ -415,7 +442,8 @@ def _folder_reports(folder: Path) -> list[dict[str, Any]]:
 
 def _target_from_meta(meta: Mapping[str, Any], folder: Path, root: Path) -> dict[str, Any]:
     spec = (meta.get("input") or {}).get("leaderboard") or {}
-    name = spec.get("name") or meta.get("source") or (folder.relative_to(root).as_posix() if folder != root else folder.name)
+    fallback = folder.relative_to(root).as_posix() if folder != root else folder.name
+    name = spec.get("name") or meta.get("source") or fallback
     return {
         "dataset": name,
         "dataset_path": spec.get("path"),

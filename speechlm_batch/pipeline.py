@@ -159,6 +159,8 @@ def _timed_read(utt: Utterance, sample_rate: int) -> tuple[Audio | RowError, flo
         result = audio_io.read(utt, sample_rate)
     except MemoryError:
         result = RowError(ErrorKind.UNREADABLE, f"{utt.audio_filepath}: out of memory while decoding")
+    except Exception as e:  # a decoder bug or odd input must cost one row, never the run
+        result = RowError(ErrorKind.UNREADABLE, f"{utt.audio_filepath}: decoding failed ({type(e).__name__}: {e})")
     return result, time.perf_counter() - start
 
 

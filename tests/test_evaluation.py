@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from test_hf_source import make_dataset
 from typer.testing import CliRunner
 
 from speechlm_batch import cli, evaluation, runner
@@ -22,18 +23,17 @@ from speechlm_batch.engine import Completion, Engine
 from speechlm_batch.settings import EngineSettings, RunSettings
 from speechlm_batch.sources import leaderboard as lb
 from speechlm_batch.types import AudioPiece
-from test_hf_source import make_dataset
 
 # Dataset "alpha": refs by id, two rows dropped before inference (empty, "ignore time segment in scoring").
 ALPHA = {
-    "text": ["Hello there.", "", "one two three", "ignore time segment in scoring", "[noise] Good bye"],
+    "text": ["Hello there.", "", "the cat sat", "ignore time segment in scoring", "[noise] Good bye"],
     "id": ["a", "b", "c", "d", "e"],
 }
 # Dataset "beta": a `sentence` column and no ids (ids are dataset indices).
 BETA = {"sentence": ["first one", "second one"]}
 PREDICTIONS = {
     "a": "hello there",  # 0 errors / 2 words
-    "c": "one two four",  # 1 substitution / 3 words
+    "c": "the cat sit",  # 1 substitution / 3 words
     "e": "good bye bye",  # 1 insertion / 2 words ("[noise]" is removed by the normalizer)
     "0": "First one.",  # 0 / 2
     "1": "",  # 2 deletions / 2
@@ -96,8 +96,9 @@ def _settings() -> RunSettings:
 
 def _eval(data: Path, out: Path, engine=None, **kwargs) -> evaluation.EvalOutcome:
     targets = [evaluation.target_from_hf(str(data / "alpha")), evaluation.target_from_hf(str(data / "beta"))]
+    engine = engine or FakeEngine()
     return evaluation.run_eval(
-        targets, _settings(), out, model_path="fake-model", model_id="org/fake-model", engine=engine or FakeEngine(), **kwargs
+        targets, _settings(), out, model_path="fake-model", model_id="org/fake-model", engine=engine, **kwargs
     )
 
 
@@ -190,6 +191,7 @@ def test_report_rescores_leaderboard_files_and_predictions(data, tmp_path):
     from_lb = evaluation.rescore(tmp_path, output_dir=tmp_path / "lb")
     assert from_lb.payload["average_wer_percent"] == original["average_wer_percent"]
     assert from_lb.payload["composite_rtfx"] == pytest.approx(original["composite_rtfx"])
+    assert {d.name: d.dropped_refs for d in from_lb.summary.datasets} == {"alpha": 2, "beta": 0}
     for name in ("results.json", "results.md", "results.html"):
         assert (tmp_path / "lb" / name).is_file()
     lb_bytes = {f.name: f.read_bytes() for f in tmp_path.glob("MODEL_*.jsonl")}
@@ -204,9 +206,9 @@ def test_report_rescores_leaderboard_files_and_predictions(data, tmp_path):
 
 
 def test_chunked_rows_are_joined_per_call_before_scoring(tmp_path):
-    reference = "the quarter was strong and revenue grew ten percent"
+    reference = "the quarter was strong and revenue grew very fast"
     chunks = [  # out of order on purpose; every chunk carries the call-level reference
-        {"chunk_index": 1, "pred_text": "revenue grew ten percent"},
+        {"chunk_index": 1, "pred_text": "revenue grew very fast"},
         {"chunk_index": 0, "pred_text": "the quarter was strong and"},
     ]
     rows = [
@@ -285,6 +287,40 @@ def test_cli_eval_named_set_from_mirror(cli_engine, tmp_path):
     assert (tmp_path / "out" / "results.json").is_file()
     code, text = invoke("report", tmp_path / "out")
     assert code == 0 and f"{round(ALPHA_WER, 2):.2f}" in text
+
+
+def fake_hf_cache(cache: Path, repo_id: str, config: str, split: str, dataset) -> None:
+    """Put `dataset` where `datasets` looks for a hub dataset prepared earlier (offline mode reads it there).
+
+    The layout is `datasets` internals (`<namespace>___<name>/<config>/<version>/<hash>/`), made by its own
+    parquet builder; it is what `load_dataset(repo_id, config)` leaves behind on a machine with network.
+    """
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    namespace, name = repo_id.split("/")
+    parquet = cache / "src.parquet"
+    dataset.to_parquet(str(parquet))
+    builder = Parquet(cache_dir=str(cache / "tmp"), dataset_name=name, config_name=config,
+                      data_files={split: [str(parquet)]}, hash="0" * 16)
+    builder.download_and_prepare()
+    target = cache / f"{namespace}___{name}" / config / "0.0.0"
+    target.mkdir(parents=True)
+    Path(builder.cache_dir).rename(target / ("0" * 16))
+
+
+def test_cli_eval_named_set_from_the_hf_cache_offline(cli_engine, tmp_path, monkeypatch):
+    import datasets.config
+
+    cache = tmp_path / "hf-datasets-cache"
+    fake_hf_cache(cache, "hf-audio/esb-datasets-test-only-sorted", "ami", "test", make_dataset(ALPHA, [0.5] * 5))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.delenv("SPEECHLM_BATCH_DATASETS", raising=False)
+    code, text = invoke("eval", "--dataset", "ami", "-o", tmp_path / "out", "-m", "org/m", "--limit", "2")
+    assert code == 0, text
+    payload = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert payload["datasets"][0]["name"] == "ami" and payload["datasets"][0]["rows"] == 2  # --limit
+    assert payload["runs"][0]["rows_dropped_before_inference"] == 1  # the empty reference read on the way
 
 
 def test_cli_eval_named_set_not_available(cli_engine, tmp_path, monkeypatch):

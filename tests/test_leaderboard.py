@@ -5,17 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_hf_source import make_dataset
 
 from speechlm_batch import reports
 from speechlm_batch.errors import OfflineAssetError, UsageError
 from speechlm_batch.sources import leaderboard as lb
-from test_hf_source import make_dataset
 
 
 def test_classic_eight_and_2026_set():
     classic = lb.expand(["all"])
     assert [s.name for s in classic] == [
-        "ami", "earnings22", "gigaspeech", "librispeech_clean", "librispeech_other", "spgispeech", "tedlium", "voxpopuli",
+        "ami", "earnings22", "gigaspeech", "librispeech_clean",
+        "librispeech_other", "spgispeech", "tedlium", "voxpopuli",
     ]
     assert {s.path for s in classic} == {"hf-audio/esb-datasets-test-only-sorted"}
     clean = lb.REGISTRY["librispeech_clean"]

@@ -7,8 +7,11 @@ import sys
 import typer
 
 from speechlm_batch.cli import console as ui
-from speechlm_batch.cli import merge as merge_cmd, slurm as slurm_cmd
+from speechlm_batch.cli.eval import eval_command
+from speechlm_batch.cli.merge import merge
 from speechlm_batch.cli.models import models_app
+from speechlm_batch.cli.report import report
+from speechlm_batch.cli.slurm import slurm
 from speechlm_batch.cli.transcribe import transcribe
 from speechlm_batch.errors import SpeechlmBatchError
 
@@ -20,11 +23,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(transcribe)
+app.command("eval")(eval_command)
+app.command()(report)
+app.command()(merge)
+app.command()(slurm)
 app.add_typer(models_app, name="models")
-app.command("merge")(merge_cmd.merge)
-app.command("slurm")(slurm_cmd.slurm)
-app.command("eval")(__import__("speechlm_batch.cli.eval", fromlist=["eval_command"]).eval_command)
-app.command("report")(__import__("speechlm_batch.cli.report", fromlist=["report"]).report)
 
 
 def main() -> None:

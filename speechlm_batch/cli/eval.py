@@ -35,7 +35,9 @@ DatasetOpt = Annotated[
 ]
 HfDatasetOpt = Annotated[
     Optional[str],
-    typer.Option("--hf-dataset", help="Hub id, save_to_disk folder, parquet file/folder, or audio folder with metadata."),
+    typer.Option(
+        "--hf-dataset", help="Hub id, save_to_disk folder, parquet file or folder, or audio folder with metadata."
+    ),
 ]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Dataset config (with --hf-dataset).")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Split (with --hf-dataset).")]

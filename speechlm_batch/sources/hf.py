@@ -396,7 +396,7 @@ def _load_saved(path: Path, split: str | None) -> Any:
 def _parquet_files(folder: Path, split: str | None) -> list[Path]:
     files = sorted(folder.rglob("*.parquet"))
     if split:
-        named = [f for f in files if f.name.startswith(f"{split}-") or f.name.startswith(f"{split}.") or f.parent.name == split]
+        named = [f for f in files if f.name.startswith((f"{split}-", f"{split}.")) or f.parent.name == split]
         return named or files
     return files
 
@@ -423,14 +423,20 @@ def _load_hub(dataset_id: str, config: str | None, split: str | None) -> Any:
         raise offline_error(dataset_id, config, split, e) from e
 
 
-def offline_error(dataset_id: str, config: str | None, split: str | None, cause: BaseException | None = None) -> OfflineAssetError:
+def offline_error(
+    dataset_id: str, config: str | None, split: str | None, cause: BaseException | None = None
+) -> OfflineAssetError:
     """The error for a hub dataset that is neither in the local HF cache nor reachable, with ways to get it."""
-    what = " ".join(p for p in (dataset_id, f"config {config!r}" if config else "", f"split {split!r}" if split else "") if p)
-    reason = f" ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})" if cause is not None and str(cause) else ""
+    parts = (dataset_id, f"config {config!r}" if config else "", f"split {split!r}" if split else "")
+    what = " ".join(p for p in parts if p)
+    reason = ""
+    if cause is not None and str(cause):
+        reason = f" ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})"
     hint = (
         f"on a machine with network run `huggingface-cli download --repo-type dataset {dataset_id}` (or "
         f"`datasets.load_dataset({dataset_id!r}, {config!r}, split={split!r})`) and copy ~/.cache/huggingface to "
         "this machine, then set HF_HUB_OFFLINE=1; or `save_to_disk` the split there and pass the folder with "
         "--hf-dataset (named sets: put it at $SPEECHLM_BATCH_DATASETS/<path>/<config>/<split>)"
     )
-    return OfflineAssetError(f"dataset {what} is not in the local Hugging Face cache and the hub cannot be reached{reason}", hint)
+    message = f"dataset {what} is not in the local Hugging Face cache and the hub cannot be reached{reason}"
+    return OfflineAssetError(message, hint)
