@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-model-len", type=int, default=448)
     p.add_argument("--kv-cache-gib", type=float)
     p.add_argument("--gpu-memory-utilization", type=float)
-    p.add_argument("--compile", action="store_true", help="torch.compile (vLLM enforce_eager=False)")
+    p.add_argument("--compile", action="store_true", help="CPU: torch.compile (vLLM enforce_eager=False)")
+    p.add_argument("--eager", action="store_true", help="GPU: no torch.compile / CUDA graphs (enforce_eager=True)")
     p.add_argument("--mm-device", help="log-mel on this device (mm_processor_kwargs); default cuda on GPU")
     p.add_argument("--window-rows", type=int)
     p.add_argument("--decode-workers", type=int, default=2)
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("/tmp/speechlm-batch-bench"))
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest")
     p.add_argument("--child-timeout-s", type=float, default=1800)
+    p.add_argument("--ready-timeout-s", type=float, default=300, help="K-engine row: give up if not all warm by then")
     return p.parse_args(argv)
 
 
@@ -84,7 +86,10 @@ def resolve_model(name: str) -> str:
 
 def engine_settings(args: argparse.Namespace, model: str, cuda: bool) -> dict[str, Any]:
     """EngineSettings fields for every vLLM row: the naive row and speechlm-batch's rows share them."""
-    engine: dict[str, Any] = {"model": model, "max_model_len": args.max_model_len, "enforce_eager": not args.compile}
+    # GPU: torch.compile + CUDA graphs (decode steps of a small model are launch-bound without graphs);
+    # CPU: eager unless --compile (compiling costs ~30 s of start-up there).
+    eager = args.eager if cuda else not args.compile
+    engine: dict[str, Any] = {"model": model, "max_model_len": args.max_model_len, "enforce_eager": eager}
     if cuda:
         engine.update(max_num_seqs=512, max_num_batched_tokens=65536, kv_cache_gib=16.0, gpu_memory_utilization=0.6)
     for name in ("max_num_seqs", "max_num_batched_tokens", "kv_cache_gib", "gpu_memory_utilization"):
@@ -209,16 +214,21 @@ class Bench:
         base = self._vllm_job()
         if self.cuda:
             base["engine"].update(gpu_memory_utilization=round(0.85 / count, 3), kv_cache_gib=min(12.0, 48.0 / count))
-        threads = self.args.engine_threads or max(1, (os.cpu_count() or 1) // (2 * count))
-        env = {"OMP_NUM_THREADS": str(threads)}
+        threads = self.args.engine_threads or max(1, (os.cpu_count() or 1) // count)
+        # spawn: K engines forking their engine cores at once hung at start-up (vLLM warns that Whisper has
+        # issues with forked workers); spawn re-imports only bench.workers.
+        env = {"OMP_NUM_THREADS": str(threads), "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
         specs = [([sys.executable, "-m", "bench.workers"], {**base, "kind": "sb-chunk", "index": i, "count": count,
                   "barrier": str(barrier)}, env) for i in range(count)]
         go: dict[str, float] = {}
 
         def release(procs) -> None:
+            deadline = time.time() + self.args.ready_timeout_s
             while len(list(barrier.glob("ready.*"))) < count:
-                if any(p.poll() is not None for p in procs):
-                    return  # one engine died: the others wait for "go" until the timeout; the row fails
+                if any(p.poll() is not None for p in procs) or time.time() > deadline:
+                    for p in procs:  # one engine died or start-up hangs: end them all, the row fails
+                        _kill_group(p.pid)
+                    return
                 time.sleep(0.05)
             go["t"] = time.time()
             (barrier / "go").touch()

@@ -142,7 +142,7 @@ def test_good_rows_match_their_reference(fault_run):
         if "error" in row or not isinstance(row["pred_text"], str):
             problems.append(f"{row_id} ({exp.what}): failed with {row.get('error')}")
         elif exp.reference is not None and exp.reference_count == 1:
-            wer = corpus_wer([exp.reference], [row["pred_text"]]).wer.wer
+            wer = corpus_wer([exp.reference], [row["pred_text"]]).wer
             if wer > exp.max_wer:
                 problems.append(f"{row_id} ({exp.what}): WER {wer:.2f} > {exp.max_wer}: {row['pred_text']!r}")
         elif exp.contains is not None and exp.contains not in normalize(row["pred_text"]):
