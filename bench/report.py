@@ -78,7 +78,7 @@ def ratios(rows: list[Row]) -> str:
         cells = [f"{r.rtfx / b.rtfx:.2f}" for b in baselines]
         delta = None if (hf is None or hf.wer is None or r.wer is None) else r.wer - hf.wer
         diff = differing(r.hyps, hf.hyps) if hf else None
-        lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {_fmt(delta, '+.2f')} | {_fmt(diff, 'd')} |")
+        lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {_fmt(delta, '+.3f')} | {_fmt(diff, 'd')} |")
     return "\n".join(lines)
 
 
@@ -96,6 +96,8 @@ def load(paths: list[Path]) -> tuple[dict[str, Any], list[Row], list[str]]:
     refs: list[str] = []
     for path in paths:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if meta and data["meta"].get("command") not in meta["command"]:
+            meta["command"] += "` then `" + data["meta"]["command"]  # several calls on one warm machine
         meta = meta or data["meta"]
         refs = refs or data["refs"]
         if data["refs"] != refs:
@@ -104,8 +106,8 @@ def load(paths: list[Path]) -> tuple[dict[str, Any], list[Row], list[str]]:
     return meta, rows, refs
 
 
-def save(path: Path, meta: dict[str, Any], rows: list[Row], refs: list[str]) -> None:
-    write_json(path, {"meta": meta, "refs": refs, "rows": [r.to_dict() for r in rows]})
+def save(path: Path, meta: dict[str, Any], rows: list[Row], refs: list[str], with_hyps: bool = True) -> None:
+    write_json(path, {"meta": meta, "refs": refs if with_hyps else [], "rows": [r.to_dict(with_hyps) for r in rows]})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,13 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", nargs="+", type=Path)
     parser.add_argument("--out-json", type=Path)
     parser.add_argument("--out-md", type=Path)
+    parser.add_argument("--no-hyps", action="store_true", help="--out-json without hypotheses and references (small)")
     args = parser.parse_args(argv)
     meta, rows, refs = load(args.results)
     score(rows, refs)
-    text = render(meta, rows)
+    text = render(meta, rows) + "".join(f"\n- skipped: {s}" for s in meta.get("skipped", []))
     print(text)
     if args.out_json:
-        save(args.out_json, meta, rows, refs)
+        save(args.out_json, meta, rows, refs, with_hyps=not args.no_hyps)
     if args.out_md:
         args.out_md.write_text(text, encoding="utf-8")
 

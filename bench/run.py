@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--rows", default=",".join(ALL_ROWS), help=f"subset of {','.join(ALL_ROWS)}")
     p.add_argument("--hf-batches", help="default: 16,64 on CPU, 64,256 on GPU")
+    p.add_argument("--hf-dtype", help="transformers dtype; default float16 on GPU, bfloat16 on CPU")
     p.add_argument("--ct2-types", default="int8,float32")
     p.add_argument("--ct2-batch", type=int, default=16)
     p.add_argument("--ct2-python", default=os.environ.get("BENCH_CT2_PYTHON", str(REPO / "bench" / ".venv-ct2" / "bin" / "python")))
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engines", type=int, default=0, help="K > 1 adds the row with K engines on one device")
     p.add_argument("--engine-threads", type=int, help="OMP/torch threads per engine process in the K-engine row")
     p.add_argument("--work", type=Path, default=Path("/tmp/speechlm-batch-bench"))
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest")
+    p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench", help="results.json / results.md go here")
     p.add_argument("--child-timeout-s", type=float, default=1800)
     p.add_argument("--ready-timeout-s", type=float, default=300, help="K-engine row: give up if not all warm by then")
     return p.parse_args(argv)
@@ -170,7 +171,7 @@ class Bench:
 
     def transformers(self) -> None:
         batches = [int(b) for b in (self.args.hf_batches or ("64,256" if self.cuda else "16,64")).split(",")]
-        dtype = "float16" if self.cuda else "bfloat16"
+        dtype = self.args.hf_dtype or ("float16" if self.cuda else "bfloat16")
         job = {"kind": "transformers", "model": self.model, "device": self.device, "dtype": dtype,
                "batches": batches, "corpus": str(self.corpus.folder)}
         result = self.child("transformers", [sys.executable, "-m", "bench.workers"], job)
