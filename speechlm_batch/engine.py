@@ -73,7 +73,7 @@ def llm_kwargs(settings: EngineSettings, model_path: str, cpu: bool) -> dict[str
     kwargs: dict[str, Any] = {
         "model": model_path,
         "dtype": cpu_auto_dtype() if (cpu and settings.dtype == "auto") else settings.dtype,
-        "enforce_eager": settings.enforce_eager,
+        "enforce_eager": cpu if settings.enforce_eager is None else settings.enforce_eager,
         "trust_remote_code": settings.trust_remote_code,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "gpu_memory_utilization": settings.gpu_memory_utilization,
@@ -143,10 +143,21 @@ class Engine:
                 return
             yield from self._step(pending)
 
+    @property
+    def max_num_seqs(self) -> int:
+        """How many requests the scheduler batches at most (0 when unknown)."""
+        scheduler = getattr(getattr(self.llm.llm_engine, "vllm_config", None), "scheduler_config", None)
+        return int(getattr(scheduler, "max_num_seqs", 0) or 0)
+
     def _enqueue(self, key: Any, request: EngineRequest) -> tuple[str | None, Completion | None]:
         start = time.perf_counter()
         try:
-            ids = self.llm.enqueue([dict(request.prompt)], [self._sampling(request)], use_tqdm=False)
+            ids = self.llm.enqueue(
+                [dict(request.prompt)],
+                [self._sampling(request)],
+                use_tqdm=False,
+                mm_processor_kwargs=dict(request.processor_kwargs) or None,
+            )
             return _external_id(ids[0]), None
         except Exception as e:  # a bad request (e.g. audio the processor rejects) fails only its own row
             return None, Completion(key, None, 0, f"{type(e).__name__}: {e}")
@@ -215,6 +226,7 @@ def _model_info(llm: Any, model_path: str) -> ModelInfo:
         max_model_len=model_config.max_model_len,
         model_config=model_config,
         model_cls=model_cls,
+        accelerator="cpu" if is_cpu_build() else "cuda",
     )
 
 

@@ -74,7 +74,7 @@ def run(
     assembler = _Assembler(adapter, settings.decode.collapse_loops)
     with ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="decode") as pool:
         requests = _requests(items, adapter, settings, pool, assembler, stats, stop)
-        max_in_flight = max(settings.window_rows, 1)
+        max_in_flight = max(settings.window_rows, engine.max_num_seqs, 1)  # never starve the scheduler
         for completion in engine.run(requests, max_in_flight):
             assembler.complete(completion)
             if len(assembler.finished) >= settings.window_rows:

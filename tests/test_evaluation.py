@@ -66,6 +66,7 @@ class FakeEngine:
     kwargs: dict[str, Any] = field(default_factory=dict)
     load_s: float = 1.5
     busy_s: float = 0.0
+    max_num_seqs: int = 0
     shutdowns: int = 0
 
     def run(self, requests, max_in_flight: int) -> Iterator[Completion]:

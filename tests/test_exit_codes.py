@@ -54,6 +54,7 @@ class FakeEngine:
     kwargs: dict[str, Any]
     load_s: float = 0.0
     busy_s: float = 0.0
+    max_num_seqs: int = 0
     signal_after: int | None = None
     completed: int = 0
     starts: ClassVar[list[dict[str, Any]]] = []

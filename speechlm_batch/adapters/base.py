@@ -28,6 +28,7 @@ class ModelInfo:
     max_model_len: int
     model_config: Any = None  # vllm ModelConfig (needed by the `transcription` family)
     model_cls: Any = None  # the vLLM model class, for SupportsTranscription models
+    accelerator: str = "cpu"  # "cuda" when the engine runs on a GPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class EngineRequest:
     prompt: Mapping[str, Any]  # {"encoder_prompt", "decoder_prompt"} or {"prompt"|"prompt_token_ids", "multi_modal_data"}
     max_tokens: int
     sampling: Mapping[str, Any] = field(default_factory=dict)  # extra SamplingParams fields (e.g. logit_bias)
+    processor_kwargs: Mapping[str, Any] = field(default_factory=dict)  # vLLM mm_processor_kwargs for this request
 
 
 class ModelAdapter(Protocol):

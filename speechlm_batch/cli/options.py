@@ -39,7 +39,10 @@ MaxBatchedTokensOpt = Annotated[
 GpuMemOpt = Annotated[float, typer.Option("--gpu-memory-utilization")]
 KvCacheOpt = Annotated[Optional[float], typer.Option("--kv-cache-gib", help=f"KV cache size (CPU default {s.CPU_KV_CACHE_GIB}).")]
 TpOpt = Annotated[int, typer.Option("--tensor-parallel-size")]
-EagerOpt = Annotated[bool, typer.Option("--enforce-eager/--compile", help="Skip torch.compile (faster start-up).")]
+EagerOpt = Annotated[
+    Optional[bool],
+    typer.Option("--enforce-eager/--compile", help="Skip torch.compile / CUDA graphs. Default: eager on CPU only."),
+]
 TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Run code shipped with the model (off by default).")]
 PluginOpt = Annotated[Optional[str], typer.Option("--plugin", help="vLLM general plugin(s) to load (VLLM_PLUGINS).")]
 HfOverridesOpt = Annotated[Optional[str], typer.Option("--hf-overrides", help="JSON merged into the model's HF config.")]
