@@ -156,7 +156,8 @@ def device_name(device: str) -> str:
         try:
             out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
                                  capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-            return out.splitlines()[0] if out else "cuda (unknown)"
+            names = out.splitlines()
+            return (names[0] if len(names) == 1 else f"{len(names)} × {names[0]}") if names else "cuda (unknown)"
         except (OSError, subprocess.SubprocessError):
             return "cuda (nvidia-smi unavailable)"
     model = platform.processor() or "unknown"

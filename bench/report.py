@@ -82,11 +82,23 @@ def ratios(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def scaling(rows: list[Row]) -> str:
+    """K-engine rows (one device or several GPUs) against the one-engine end-to-end row of the same run."""
+    single = next((r for r in rows if r.engine == SB and r.name.startswith("speechlm-batch end to end (")), None)
+    multi = [r for r in rows if r.engine == SB and " engines on " in r.name]
+    if single is None or not multi:
+        return ""
+    lines = ["", "Scaling (RTFx against the one-engine end-to-end row of this run):", "",
+             "| row | RTFx | × one engine |", "|---|---:|---:|"]
+    lines += [f"| {r.name} | {r.rtfx:.1f} | {r.rtfx / single.rtfx:.2f} |" for r in multi]
+    return "\n".join(lines) + "\n"
+
+
 def render(meta: dict[str, Any], rows: list[Row]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items()))
     parts = [f"Device: {meta.get('device', '?')}", f"Versions: {versions}", f"Command: `{meta.get('command', '?')}`",
              "", table(rows), "", "Ratios of RTFx (same run, same audio, same model):", "", ratios(rows)]
-    return "\n".join(parts) + "\n"
+    return "\n".join(parts) + "\n" + scaling(rows)
 
 
 def load(paths: list[Path]) -> tuple[dict[str, Any], list[Row], list[str]]:

@@ -63,7 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window-rows", type=int)
     p.add_argument("--decode-workers", type=int, default=2)
     p.add_argument("--engines", type=int, default=0, help="K > 1 adds the row with K engines on one device")
-    p.add_argument("--engine-threads", type=int, help="OMP/torch threads per engine process in the K-engine row")
+    p.add_argument("--gpus", type=int, default=1, help="K-engine row: spread the K engines over this many GPUs "
+                   "(CUDA_VISIBLE_DEVICES = i mod G), e.g. --engines 2 --gpus 2 is --chunk 0/2 + 1/2, one per GPU")
+    p.add_argument("--engine-threads", type=int, help="OMP/torch threads per vLLM process (default: all cores, "
+                   "split between the engines of the K-engine row)")
     p.add_argument("--work", type=Path, default=Path("/tmp/speechlm-batch-bench"))
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench", help="results.json / results.md go here")
     p.add_argument("--child-timeout-s", type=float, default=1800)
@@ -199,7 +202,11 @@ class Bench:
     def vllm(self, phases: list[str]) -> None:
         job = self._vllm_job()
         job.update(kind="vllm", phases=phases)
-        result = self.child("vllm", [sys.executable, "-m", "bench.workers"], job)
+        # spawn: a forked Whisper engine core hung at start-up now and then on the GPU machines
+        env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"} if self.cuda else {}
+        if self.args.engine_threads:
+            env["OMP_NUM_THREADS"] = str(self.args.engine_threads)
+        result = self.child("vllm", [sys.executable, "-m", "bench.workers"], job, env)
         names = {"naive": ("vLLM LLM.generate, one call (naive)", "vllm-naive"),
                  "engine": ("speechlm-batch engine-only (pre-decoded)", report.SB),
                  "e2e": ("speechlm-batch end to end (manifest → decode → write)", report.SB)}
@@ -213,14 +220,17 @@ class Bench:
         shutil.rmtree(barrier, ignore_errors=True)
         barrier.mkdir(parents=True)
         base = self._vllm_job()
+        gpus = max(1, self.args.gpus)
+        per_gpu = -(-count // gpus)  # engines sharing one device
         if self.cuda:
-            base["engine"].update(gpu_memory_utilization=round(0.85 / count, 3), kv_cache_gib=min(12.0, 48.0 / count))
+            base["engine"].update(gpu_memory_utilization=round(min(0.6, 0.85 / per_gpu), 3),
+                                  kv_cache_gib=min(16.0, 48.0 / per_gpu))
         threads = self.args.engine_threads or max(1, (os.cpu_count() or 1) // count)
         # spawn: K engines forking their engine cores at once hung at start-up (vLLM warns that Whisper has
         # issues with forked workers); spawn re-imports only bench.workers.
         env = {"OMP_NUM_THREADS": str(threads), "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
         specs = [([sys.executable, "-m", "bench.workers"], {**base, "kind": "sb-chunk", "index": i, "count": count,
-                  "barrier": str(barrier)}, env) for i in range(count)]
+                  "barrier": str(barrier)}, {**env, **_device_env(i, gpus)}) for i in range(count)]
         go: dict[str, float] = {}
 
         def release(procs) -> None:
@@ -239,15 +249,17 @@ class Bench:
         if errors or "t" not in go:
             self.skipped.append(f"{count} engines: failed: {errors or 'an engine did not start'}")
             return
-        self._multi_row(count, results, go["t"], {**self._vllm_config(base), "engines": count, "threads": threads})
+        config = {**self._vllm_config(base), "engines": count, "gpus": gpus, "threads": threads}
+        self._multi_row(count, gpus, results, go["t"], config)
 
-    def _multi_row(self, count: int, results: list[dict[str, Any]], start: float, config: dict[str, Any]) -> None:
+    def _multi_row(self, count: int, gpus: int, results: list[dict[str, Any]], start: float, config: dict[str, Any]) -> None:
         hyps: dict[str, str] = {}
         for r in results:
             hyps.update(r["phases"][0]["hyps"])
         end = max(r["phases"][0]["ended"] for r in results)
         extra = {"per_engine_wall_s": [r["phases"][0]["wall_s"] for r in results]}
-        row = Row(f"speechlm-batch end to end, {count} engines on one device (--chunk i/{count})", report.SB,
+        where = "one device" if gpus == 1 else f"{gpus} GPUs, one CUDA_VISIBLE_DEVICES each"
+        row = Row(f"speechlm-batch end to end, {count} engines on {where} (--chunk i/{count})", report.SB,
                   {**config, **extra}, len(hyps), sum(r["phases"][0]["audio_s"] for r in results), end - start,
                   start, end, [hyps.get(c.id, "") for c in self.corpus.clips],
                   load_s=max(r.get("load_s") or 0.0 for r in results))
@@ -299,6 +311,11 @@ class Bench:
 
 def _command() -> str:
     return "python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _device_env(index: int, gpus: int) -> dict[str, str]:
+    """Engine i of the K-engine row sees only GPU i mod G, as one Slurm task per GPU would."""
+    return {"CUDA_VISIBLE_DEVICES": str(index % gpus)} if gpus > 1 else {}
 
 
 def _kill_group(pid: int) -> None:

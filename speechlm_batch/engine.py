@@ -1,7 +1,7 @@
 """The only module that starts vLLM.
 
-`Engine.create` prepares the environment (plugins, CPU thread binding) before vLLM is imported, starts the
-offline engine, and exposes `run`: a stream of requests in, completions out as they finish. Requests are
+`Engine.create` prepares the environment (plugins, host threads, start method) before vLLM is imported,
+starts the offline engine, and exposes `run`: a stream of requests in, completions out as they finish. Requests are
 added with `LLM.enqueue` and the engine is stepped directly, so new audio keeps arriving while earlier
 requests decode: there is no barrier between windows, and the accelerator is not left idle while one
 window's slowest request finishes.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 from speechlm_batch.adapters.base import EngineRequest, ModelInfo
 from speechlm_batch.errors import EngineError
-from speechlm_batch.settings import CPU_KV_CACHE_GIB, EngineSettings
+from speechlm_batch.settings import CPU_KV_CACHE_GIB, GPU_HOST_THREADS, EngineSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +42,27 @@ def is_cpu_build() -> bool:
         return False
 
 
-def prepare_environment(settings: EngineSettings, environ: dict[str, str] | None = None) -> dict[str, str]:
+def prepare_environment(
+    settings: EngineSettings, environ: dict[str, str] | None = None, cpu: bool | None = None
+) -> dict[str, str]:
     """Environment variables vLLM reads at import time; existing values win except VLLM_PLUGINS."""
     env = os.environ if environ is None else environ
+    cpu = is_cpu_build() if cpu is None else cpu
     changes: dict[str, str] = {}
     if settings.plugin:
         changes["VLLM_PLUGINS"] = settings.plugin  # must be set before `import vllm`
-    if is_cpu_build() and "VLLM_CPU_OMP_THREADS_BIND" not in env:
+    if cpu and "VLLM_CPU_OMP_THREADS_BIND" not in env:
         # vLLM's "auto" reserves a core for the scheduler: on a 2-core machine that leaves one OMP thread.
         changes["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{(os.cpu_count() or 1) - 1}"
+    if not cpu and "OMP_NUM_THREADS" not in env:
+        changes["OMP_NUM_THREADS"] = str(GPU_HOST_THREADS)  # inherited by vLLM's engine-core process
+    if not cpu and "VLLM_WORKER_MULTIPROC_METHOD" not in env:
+        # A forked Whisper engine core hung at start-up on H200s now and then (vLLM warns about forking
+        # Whisper); spawned ones never did. The CPU build starts fine forked, and faster.
+        changes["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
     env.update(changes)
+    if "OMP_NUM_THREADS" in changes and environ is None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(GPU_HOST_THREADS)  # torch already read the variable
     return changes
 
 

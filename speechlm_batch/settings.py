@@ -17,6 +17,10 @@ DEFAULT_LANGUAGE = "en"
 DEFAULT_TASK_PROMPT = "Transcribe the following:"  # NeMo Speech LM task prompt (NeMo-Skills backend default)
 DEFAULT_AUDIO_PLACEHOLDER = "<|audio|>"
 CPU_KV_CACHE_GIB = 2.0  # on CPU vLLM otherwise reserves a share of system RAM
+# torch/OpenMP threads per process when the engine runs on a GPU. The host CPU only renders requests there;
+# with one thread per core (32) a Whisper engine's processes burnt 24.6 cores, with 4 they used 5.8 and ran
+# 15 % faster, and two engines on two GPUs scaled 1.80x instead of 0.82x (2x H200, docs/benchmarks.md).
+GPU_HOST_THREADS = 4
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from speechlm_batch import engine
-from speechlm_batch.settings import EngineSettings
+from speechlm_batch.settings import GPU_HOST_THREADS, EngineSettings
 
 
 def test_cpu_auto_dtype_follows_native_bf16(tmp_path):
@@ -36,6 +36,17 @@ def test_prepare_environment_sets_plugins_and_keeps_user_binding():
     changes = engine.prepare_environment(EngineSettings(plugin="nemo_speechlm"), env)
     assert env["VLLM_PLUGINS"] == "nemo_speechlm" and env["VLLM_CPU_OMP_THREADS_BIND"] == "0"
     assert "VLLM_CPU_OMP_THREADS_BIND" not in changes
+
+
+def test_prepare_environment_on_gpu_limits_host_threads_and_spawns():
+    gpu_env: dict[str, str] = {}
+    engine.prepare_environment(EngineSettings(), gpu_env, cpu=False)
+    assert gpu_env == {"OMP_NUM_THREADS": str(GPU_HOST_THREADS), "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+    user_env = {"OMP_NUM_THREADS": "8", "VLLM_WORKER_MULTIPROC_METHOD": "fork"}
+    assert engine.prepare_environment(EngineSettings(), user_env, cpu=False) == {}
+    cpu_env: dict[str, str] = {}
+    engine.prepare_environment(EngineSettings(), cpu_env, cpu=True)
+    assert set(cpu_env) == {"VLLM_CPU_OMP_THREADS_BIND"}
 
 
 def test_external_request_id():
