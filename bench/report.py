@@ -83,14 +83,18 @@ def ratios(rows: list[Row]) -> str:
 
 
 def scaling(rows: list[Row]) -> str:
-    """K-engine rows (one device or several GPUs) against the one-engine end-to-end row of the same run."""
-    single = next((r for r in rows if r.engine == SB and r.name.startswith("speechlm-batch end to end (")), None)
-    multi = [r for r in rows if r.engine == SB and " engines on " in r.name]
-    if single is None or not multi:
+    """Each K-engine row against the last one-engine end-to-end row before it (same run or call)."""
+    pairs, single = [], None
+    for r in rows:
+        if r.engine == SB and r.name.startswith("speechlm-batch end to end ("):
+            single = r
+        elif r.engine == SB and " engines on " in r.name and single is not None:
+            pairs.append((r, single))
+    if not pairs:
         return ""
-    lines = ["", "Scaling (RTFx against the one-engine end-to-end row of this run):", "",
-             "| row | RTFx | × one engine |", "|---|---:|---:|"]
-    lines += [f"| {r.name} | {r.rtfx:.1f} | {r.rtfx / single.rtfx:.2f} |" for r in multi]
+    lines = ["", "Scaling (RTFx against the one-engine end-to-end row before it):", "",
+             "| row | RTFx | one engine RTFx | × one engine |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.name} | {r.rtfx:.1f} | {one.rtfx:.1f} | {r.rtfx / one.rtfx:.2f} |" for r, one in pairs]
     return "\n".join(lines) + "\n"
 
 
