@@ -7,22 +7,19 @@ rows, the leaderboard file format, the average rule, the chunked join, and re-sc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
 
+import fakes
 import pytest
+from fakes import FakeAdapter
 from test_hf_source import make_dataset
 from typer.testing import CliRunner
 
 from speechlm_batch import cli, evaluation, runner
-from speechlm_batch.adapters.base import EngineRequest, ModelInfo
 from speechlm_batch.cli import console as ui
-from speechlm_batch.engine import Completion, Engine
+from speechlm_batch.engine import Engine
 from speechlm_batch.settings import EngineSettings, RunSettings
 from speechlm_batch.sources import leaderboard as lb
-from speechlm_batch.types import AudioPiece
 
 # Dataset "alpha": refs by id, two rows dropped before inference (empty, "ignore time segment in scoring").
 ALPHA = {
@@ -42,40 +39,9 @@ ALPHA_WER = 100 * 2 / 7
 BETA_WER = 100 * 2 / 4
 
 
-@dataclass(frozen=True)
-class FakeAdapter:
-    family: ClassVar[str] = "fake"
-    sample_rate: int = 16000
-    max_piece_s: float = 30.0
-
-    def request(self, piece: AudioPiece) -> EngineRequest:
-        return EngineRequest({"id": piece.utterance_id}, max_tokens=8)
-
-    def postprocess(self, text: str) -> str:
-        return text.strip()
-
-    def describe(self) -> dict[str, Any]:
-        return {"family": self.family}
-
-
-@dataclass
-class FakeEngine:
+def _engine() -> fakes.FakeEngine:
     """Answers each utterance with PREDICTIONS[id]; every request costs 0.01 s of "engine time"."""
-
-    info: ModelInfo = field(default_factory=lambda: ModelInfo("fake-model", ("Fake",), None, None, 448))
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    load_s: float = 1.5
-    busy_s: float = 0.0
-    max_num_seqs: int = 0
-    shutdowns: int = 0
-
-    def run(self, requests, max_in_flight: int) -> Iterator[Completion]:
-        for key, request in requests:
-            self.busy_s += 0.01
-            yield Completion(key, PREDICTIONS.get(request.prompt["id"], ""), 1)
-
-    def shutdown(self) -> None:
-        self.shutdowns += 1
+    return fakes.FakeEngine(lambda utterance_id: PREDICTIONS.get(utterance_id, ""), load_s=1.5, cost_s=0.01)
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +63,7 @@ def _settings() -> RunSettings:
 
 def _eval(data: Path, out: Path, engine=None, **kwargs) -> evaluation.EvalOutcome:
     targets = [evaluation.target_from_hf(str(data / "alpha")), evaluation.target_from_hf(str(data / "beta"))]
-    engine = engine or FakeEngine()
+    engine = engine or _engine()
     return evaluation.run_eval(
         targets, _settings(), out, model_path="fake-model", model_id="org/fake-model", engine=engine, **kwargs
     )
@@ -154,24 +120,24 @@ def test_leaderboard_files_parse_with_five_keys(data, tmp_path):
 
 
 def test_one_engine_for_all_datasets(data, tmp_path, monkeypatch):
-    created: list[FakeEngine] = []
+    created: list[fakes.FakeEngine] = []
 
     def create(settings, model_path):
-        created.append(FakeEngine())
+        created.append(_engine())
         return created[-1]
 
     monkeypatch.setattr(Engine, "create", staticmethod(create))
     targets = [evaluation.target_from_hf(str(data / "alpha")), evaluation.target_from_hf(str(data / "beta"))]
     evaluation.run_eval(targets, _settings(), tmp_path, model_path="fake-model", model_id="m")
     assert len(created) == 1 and created[0].shutdowns == 1
-    shared = FakeEngine()
+    shared = _engine()
     _eval(data, tmp_path / "shared", engine=shared)
     assert shared.shutdowns == 0  # the caller's engine is left running
 
 
 def test_rerun_resumes_and_keeps_scores(data, tmp_path):
     first = json.loads((_eval(data, tmp_path).files[0]).read_text())
-    engine = FakeEngine()
+    engine = _engine()
     second = json.loads((_eval(data, tmp_path, engine=engine).files[0]).read_text())
     assert engine.busy_s == 0.0  # nothing transcribed again
     assert second["average_wer_percent"] == first["average_wer_percent"]
@@ -245,7 +211,7 @@ def test_timing_extrapolates_a_resumed_run():
 
 @pytest.fixture
 def cli_engine(monkeypatch):
-    monkeypatch.setattr(Engine, "create", staticmethod(lambda settings, model_path: FakeEngine()))
+    monkeypatch.setattr(Engine, "create", staticmethod(lambda settings, model_path: _engine()))
     monkeypatch.setattr("speechlm_batch.cli.eval.resolve_model", lambda name: "fake-model")
     monkeypatch.setattr(ui.console, "width", 300)
     monkeypatch.setattr(ui.out, "width", 300)

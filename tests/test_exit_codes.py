@@ -8,68 +8,22 @@ second. Codes (errors.py): 0 all rows ok, 1 some rows failed, 2 usage, 3 fatal, 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
+from fakes import FakeAdapter, FakeEngine, fake_model_info
 from typer.testing import CliRunner
 
 from speechlm_batch import cli, errors, runner
-from speechlm_batch.adapters.base import EngineRequest, ModelInfo
 from speechlm_batch.cli import console as ui
-from speechlm_batch.engine import Completion, Engine
-from speechlm_batch.types import AudioPiece
+from speechlm_batch.engine import Engine
 
 FAKE_TEXT = "hello world"
-
-
-@dataclass(frozen=True)
-class FakeAdapter:
-    family: ClassVar[str] = "fake"
-    sample_rate: int = 16000
-    max_piece_s: float = 30.0
-
-    def request(self, piece: AudioPiece) -> EngineRequest:
-        return EngineRequest({"id": piece.utterance_id, "samples": len(piece.samples)}, max_tokens=8)
-
-    def postprocess(self, text: str) -> str:
-        return text.strip()
-
-    def describe(self) -> dict[str, Any]:
-        return {"family": self.family}
-
-
-@dataclass
-class FakeEngine:
-    """Answers every request with FAKE_TEXT; can send itself a signal after `signal_after` completions."""
-
-    info: ModelInfo
-    kwargs: dict[str, Any]
-    load_s: float = 0.0
-    busy_s: float = 0.0
-    max_num_seqs: int = 0
-    signal_after: int | None = None
-    completed: int = 0
-    starts: ClassVar[list[dict[str, Any]]] = []
-    seen: list[Any] = field(default_factory=list)
-
-    def run(self, requests, max_in_flight: int) -> Iterator[Completion]:
-        for key, request in requests:
-            self.seen.append(key)
-            self.completed += 1
-            if self.signal_after is not None and self.completed == self.signal_after:
-                os.kill(os.getpid(), signal.SIGINT)  # the CLI's handler sets its stop event
-            yield Completion(key, f" {FAKE_TEXT} ", 2)
-
-    def shutdown(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -81,8 +35,8 @@ def fake_engine(monkeypatch):
     def create(settings, model_path):
         kwargs = {"model": model_path, "trust_remote_code": settings.trust_remote_code}
         starts.append(kwargs)
-        info = ModelInfo(name=model_path, architectures=("Fake",), hf_config=None, tokenizer=None, max_model_len=448)
-        return FakeEngine(info, kwargs, signal_after=state["signal_after"])
+        return FakeEngine(lambda _id: f" {FAKE_TEXT} ", fake_model_info(model_path), kwargs,
+                          signal_after=state["signal_after"])
 
     monkeypatch.setattr(Engine, "create", staticmethod(create))
     monkeypatch.setattr(runner, "resolve_adapter", lambda info, decode: FakeAdapter())
