@@ -202,10 +202,7 @@ class Bench:
     def vllm(self, phases: list[str]) -> None:
         job = self._vllm_job()
         job.update(kind="vllm", phases=phases)
-        # spawn: a forked Whisper engine core hung at start-up now and then on the GPU machines
-        env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"} if self.cuda else {}
-        if self.args.engine_threads:
-            env["OMP_NUM_THREADS"] = str(self.args.engine_threads)
+        env = _vllm_env(self.args.engine_threads, spawn=self.cuda)
         result = self.child("vllm", [sys.executable, "-m", "bench.workers"], job, env)
         names = {"naive": ("vLLM LLM.generate, one call (naive)", "vllm-naive"),
                  "engine": ("speechlm-batch engine-only (pre-decoded)", report.SB),
@@ -226,9 +223,7 @@ class Bench:
             base["engine"].update(gpu_memory_utilization=round(min(0.6, 0.85 / per_gpu), 3),
                                   kv_cache_gib=min(16.0, 48.0 / per_gpu))
         threads = self.args.engine_threads or max(1, (os.cpu_count() or 1) // count)
-        # spawn: K engines forking their engine cores at once hung at start-up (vLLM warns that Whisper has
-        # issues with forked workers); spawn re-imports only bench.workers.
-        env = {"OMP_NUM_THREADS": str(threads), "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+        env = _vllm_env(threads, spawn=True)  # K engines forking their engine cores at once hung at start-up
         specs = [([sys.executable, "-m", "bench.workers"], {**base, "kind": "sb-chunk", "index": i, "count": count,
                   "barrier": str(barrier)}, {**env, **_device_env(i, gpus)}) for i in range(count)]
         go: dict[str, float] = {}
@@ -311,6 +306,15 @@ class Bench:
 
 def _command() -> str:
     return "python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _vllm_env(threads: int | None, spawn: bool) -> dict[str, str]:
+    """OMP threads for a vLLM child; spawn: a forked Whisper engine core hung at start-up on GPU machines
+    now and then (vLLM warns that Whisper has issues with forked workers)."""
+    env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"} if spawn else {}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
 
 
 def _device_env(index: int, gpus: int) -> dict[str, str]:

@@ -120,8 +120,8 @@ class Engine:
 
     @classmethod
     def create(cls, settings: EngineSettings, model_path: str) -> Engine:
-        prepare_environment(settings)
         cpu = is_cpu_build()
+        prepare_environment(settings, cpu=cpu)
         kwargs = llm_kwargs(settings, model_path, cpu)
         start = time.perf_counter()
         try:
@@ -132,7 +132,7 @@ class Engine:
             llm = LLM(**kwargs)
         except Exception as e:  # vLLM raises many types at start-up; all of them end the run
             raise EngineError(f"vLLM could not start {model_path}: {type(e).__name__}: {e}") from e
-        return cls(llm, _model_info(llm, model_path), time.perf_counter() - start, kwargs)
+        return cls(llm, _model_info(llm, model_path, cpu), time.perf_counter() - start, kwargs)
 
     def run(self, requests: Iterable[tuple[Any, EngineRequest]], max_in_flight: int) -> Iterator[Completion]:
         """Submit requests as capacity frees up and yield each completion as soon as it finishes."""
@@ -216,7 +216,7 @@ def _external_id(request_id: str) -> str:
     return head if sep and len(tail) == 8 else request_id
 
 
-def _model_info(llm: Any, model_path: str) -> ModelInfo:
+def _model_info(llm: Any, model_path: str, cpu: bool) -> ModelInfo:
     model_config = llm.llm_engine.model_config
     try:
         tokenizer = llm.get_tokenizer()
@@ -238,7 +238,7 @@ def _model_info(llm: Any, model_path: str) -> ModelInfo:
         max_model_len=model_config.max_model_len,
         model_config=model_config,
         model_cls=model_cls,
-        accelerator="cpu" if is_cpu_build() else "cuda",
+        accelerator="cpu" if cpu else "cuda",
     )
 
 
