@@ -7,23 +7,27 @@ import sys
 import typer
 
 from speechlm_batch.cli import console as ui
-from speechlm_batch.cli.eval import eval_command
+from speechlm_batch.cli import eval as eval_cli
+from speechlm_batch.cli import transcribe as transcribe_cli
+from speechlm_batch.cli.version import version_callback
 from speechlm_batch.cli.merge import merge
 from speechlm_batch.cli.models import models_app
 from speechlm_batch.cli.report import report
 from speechlm_batch.cli.slurm import slurm
-from speechlm_batch.cli.transcribe import transcribe
 from speechlm_batch.errors import SpeechlmBatchError
 
 app = typer.Typer(
     name="speechlm-batch",
-    help="Offline batch transcription with speech LLMs and ASR models on vLLM.",
+    help="Offline batch transcription with speech LLMs and ASR models on vLLM.\n\n"
+    "Start with `speechlm-batch transcribe data.jsonl`; `speechlm-batch COMMAND --help` explains a command.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="rich",
 )
-app.command()(transcribe)
-app.command("eval")(eval_command)
+app.callback()(version_callback)
+app.command("transcribe", epilog=transcribe_cli.EXAMPLES)(transcribe_cli.transcribe)
+app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_command)
 app.command()(report)
 app.command()(merge)
 app.command()(slurm)

@@ -2,64 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from speechlm_batch import runner, sharding
 from speechlm_batch.cli import console as ui
-from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, UsageError
-from speechlm_batch.settings import DecodeSettings, EngineSettings, RunSettings
-
-ENGINE_DEFAULTS = EngineSettings()
-DECODE_DEFAULTS = DecodeSettings()
-RUN_DEFAULTS = RunSettings()
-
-
-def build_settings(opts: Mapping[str, Any]) -> RunSettings:
-    """RunSettings from a command's options (the names match the settings fields)."""
-    engine = EngineSettings(
-        model=opts["model"],
-        dtype=opts["dtype"],
-        max_model_len=opts["max_model_len"],
-        max_num_seqs=opts["max_num_seqs"],
-        max_num_batched_tokens=opts["max_num_batched_tokens"],
-        gpu_memory_utilization=opts["gpu_memory_utilization"],
-        kv_cache_gib=opts["kv_cache_gib"],
-        tensor_parallel_size=opts["tensor_parallel_size"],
-        enforce_eager=opts["enforce_eager"],
-        trust_remote_code=opts["trust_remote_code"],
-        plugin=opts["plugin"],
-        hf_overrides=_json_option("--hf-overrides", opts["hf_overrides"]),
-        tokenizer=opts["tokenizer"],
-    )
-    decode = DecodeSettings(
-        family=opts["family"],
-        language=opts["language"],
-        prompt=opts["prompt"],
-        audio_placeholder=opts["audio_placeholder"],
-        max_tokens=opts["max_tokens"],
-        tokens_per_s=opts["tokens_per_second"],
-        collapse_loops=opts["collapse_loops"],
-    )
-    return RunSettings(engine=engine, decode=decode, window_rows=opts["window"], decode_workers=opts["decode_workers"], strict=opts["strict"])
-
-
-def _json_option(name: str, value: str | None) -> dict | None:
-    if value is None:
-        return None
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{name} is not valid JSON: {e}") from e
-    if not isinstance(parsed, dict):
-        raise UsageError(f"{name} must be a JSON object")
-    return parsed
-
+from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
+from speechlm_batch.settings import RunSettings
 
 def resolve_chunk(option: str | None) -> sharding.ChunkSpec | None:
     """--chunk wins; else a Slurm array task's index and count, said so in the log."""

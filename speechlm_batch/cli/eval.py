@@ -14,12 +14,10 @@ import typer
 from speechlm_batch import evaluation
 from speechlm_batch.cli import common
 from speechlm_batch.cli import console as ui
-from speechlm_batch.cli.options import *  # noqa: F403 - the shared option aliases
+from speechlm_batch.cli.options import INPUT, OutputDirOpt, RunArgs, run_options
 from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, UsageError
 from speechlm_batch.models.store import resolve_model
 from speechlm_batch.sources.leaderboard import GROUPS, REGISTRY
-
-E, D, R = common.ENGINE_DEFAULTS, common.DECODE_DEFAULTS, common.RUN_DEFAULTS
 
 DatasetOpt = Annotated[
     Optional[list[str]],
@@ -31,27 +29,56 @@ DatasetOpt = Annotated[
             + ", ".join(REGISTRY)
             + ". 'all' = the classic eight (esb-datasets-test-only-sorted); 'all-2026' = the 2026 public set."
         ),
+        rich_help_panel=INPUT,
     ),
 ]
 HfDatasetOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--hf-dataset", help="Hub id, save_to_disk folder, parquet file or folder, or audio folder with metadata."
+        "--hf-dataset",
+        help="Any dataset instead: hub id (from the HF cache offline), save_to_disk folder, parquet file or "
+        "folder, or audio folder with metadata.csv / metadata.jsonl.",
+        rich_help_panel=INPUT,
     ),
 ]
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Dataset config (with --hf-dataset).")]
-SplitOpt = Annotated[str, typer.Option("--split", help="Split (with --hf-dataset).")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N rows per dataset: a quick look.")]
+ConfigOpt = Annotated[
+    Optional[str], typer.Option("--config", help="Dataset config (with --hf-dataset).", rich_help_panel=INPUT)
+]
+SplitOpt = Annotated[str, typer.Option("--split", help="Split (with --hf-dataset).", rich_help_panel=INPUT)]
+LimitOpt = Annotated[
+    Optional[int],
+    typer.Option("--limit", min=1, help="At most N rows per dataset: a quick look. Default: all.", rich_help_panel=INPUT),
+]
 DatasetsDirOpt = Annotated[
     Optional[Path],
     typer.Option(
         "--datasets-dir",
         envvar="SPEECHLM_BATCH_DATASETS",
-        help="Local copies of named sets as <path>/<config>/<split> (save_to_disk, parquet or audio folder).",
+        help="Local copies of named sets as <path>/<config>/<split> (save_to_disk, parquet or audio folder). "
+        "Default: the HF cache.",
+        rich_help_panel=INPUT,
     ),
 ]
 
 
+EXAMPLES = """\
+[bold]Examples[/bold]
+
+Two named leaderboard sets with Whisper base:
+  [cyan]speechlm-batch eval -d librispeech_clean -d ami -m whisper-base -o eval/[/cyan]
+The classic eight from a local mirror:
+  [cyan]speechlm-batch eval -d all --datasets-dir /data/esb[/cyan]
+Any dataset, its first 200 rows:
+  [cyan]speechlm-batch eval --hf-dataset ./my_set --split test --limit 200[/cyan]
+Re-score the written files later, without a model:
+  [cyan]speechlm-batch report eval/[/cyan]
+
+Writes per dataset a leaderboard file MODEL_*_DATASET_*.jsonl, then
+results.json, results.md and results.html.
+"""
+
+
+@run_options("eval")
 def eval_command(
     dataset: DatasetOpt = None,
     hf_dataset: HfDatasetOpt = None,
@@ -59,38 +86,16 @@ def eval_command(
     split: SplitOpt = "test",
     limit: LimitOpt = None,
     datasets_dir: DatasetsDirOpt = None,
-    model: ModelOpt = E.model,
     output_dir: OutputDirOpt = Path("eval"),
-    chunk: ChunkOpt = None,
-    overwrite: OverwriteOpt = False,
-    language: LanguageOpt = D.language,
-    family: FamilyOpt = D.family,
-    prompt: PromptOpt = D.prompt,
-    audio_placeholder: PlaceholderOpt = D.audio_placeholder,
-    max_tokens: MaxTokensOpt = D.max_tokens,
-    tokens_per_second: TokensPerSOpt = D.tokens_per_s,
-    collapse_loops: CollapseOpt = D.collapse_loops,
-    window: WindowOpt = R.window_rows,
-    decode_workers: WorkersOpt = R.decode_workers,
-    dtype: DtypeOpt = E.dtype,
-    max_model_len: MaxModelLenOpt = E.max_model_len,
-    max_num_seqs: MaxNumSeqsOpt = E.max_num_seqs,
-    max_num_batched_tokens: MaxBatchedTokensOpt = E.max_num_batched_tokens,
-    gpu_memory_utilization: GpuMemOpt = E.gpu_memory_utilization,
-    kv_cache_gib: KvCacheOpt = E.kv_cache_gib,
-    tensor_parallel_size: TpOpt = E.tensor_parallel_size,
-    enforce_eager: EagerOpt = E.enforce_eager,
-    trust_remote_code: TrustOpt = E.trust_remote_code,
-    plugin: PluginOpt = E.plugin,
-    hf_overrides: HfOverridesOpt = None,
-    tokenizer: TokenizerOpt = E.tokenizer,
+    *,
+    run: RunArgs,
 ) -> None:
     """Transcribe and score leaderboard sets or an HF dataset; write leaderboard files and results.*."""
-    settings = common.build_settings({**locals(), "strict": False})
-    chunk_spec = common.resolve_chunk(chunk)
+    settings, model = run.settings, run.settings.engine.model
+    chunk_spec = common.resolve_chunk(run.chunk)
     targets = _targets(dataset, hf_dataset, config, split, limit, datasets_dir)  # before the model loads
     model_path = resolve_model(model)
-    outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, overwrite)
+    outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, run.overwrite)
     raise typer.Exit(_finish(outcome, model, output_dir))
 
 

@@ -8,55 +8,58 @@ from typing import Annotated
 import typer
 
 from speechlm_batch.cli import common
-from speechlm_batch.cli.options import *  # noqa: F403 - the shared option aliases
+from speechlm_batch.cli.options import INPUT, OutputDirOpt, RunArgs, run_options
 from speechlm_batch.errors import UsageError
 from speechlm_batch.models.store import resolve_model
-from speechlm_batch.sources.manifest import validate_manifest
 from speechlm_batch.sources import open_manifest
+from speechlm_batch.sources.manifest import validate_manifest
 
-E, D, R = common.ENGINE_DEFAULTS, common.DECODE_DEFAULTS, common.RUN_DEFAULTS
+EXAMPLES = """\
+[bold]Examples[/bold]
+
+Whisper base, writes outputs/predictions.jsonl and outputs/report.json:
+  [cyan]speechlm-batch transcribe data.jsonl[/cyan]
+Another model and output folder:
+  [cyan]speechlm-batch transcribe data.jsonl -m whisper-tiny.en -o out/[/cyan]
+A local Hugging Face folder, German speech:
+  [cyan]speechlm-batch transcribe data.jsonl -m ~/models/whisper-small -l de[/cyan]
+Shard 3 of 16 (Slurm arrays set it for you), then merge the shards:
+  [cyan]speechlm-batch transcribe data.jsonl --chunk 3/16 -o out/[/cyan]
+  [cyan]speechlm-batch merge out/[/cyan]
+
+Rerunning a command resumes it. Exit codes: 0 every row ok, 1 some rows
+failed (see their `error`), 2 usage error, 3 the run could not start or
+finish, 130 interrupted (rerun to resume).
+"""
 
 
+@run_options("transcribe")
 def transcribe(
-    manifest: Annotated[Path, typer.Argument(help="NeMo-style JSONL manifest.", exists=True, dir_okay=False)],
-    model: ModelOpt = E.model,
+    manifest: Annotated[
+        Path,
+        typer.Argument(
+            help="NeMo-style JSONL manifest: one JSON object per line with audio_filepath (relative to the "
+            "manifest's folder), optional text (the reference), offset and duration (seconds), id.",
+            exists=True, dir_okay=False, show_default=False, metavar="MANIFEST",
+        ),
+    ],
     output_dir: OutputDirOpt = Path("outputs"),
-    chunk: ChunkOpt = None,
-    overwrite: OverwriteOpt = False,
-    strict: StrictOpt = R.strict,
-    language: LanguageOpt = D.language,
-    family: FamilyOpt = D.family,
-    prompt: PromptOpt = D.prompt,
-    audio_placeholder: PlaceholderOpt = D.audio_placeholder,
-    max_tokens: MaxTokensOpt = D.max_tokens,
-    tokens_per_second: TokensPerSOpt = D.tokens_per_s,
-    collapse_loops: CollapseOpt = D.collapse_loops,
-    window: WindowOpt = R.window_rows,
-    decode_workers: WorkersOpt = R.decode_workers,
-    dtype: DtypeOpt = E.dtype,
-    max_model_len: MaxModelLenOpt = E.max_model_len,
-    max_num_seqs: MaxNumSeqsOpt = E.max_num_seqs,
-    max_num_batched_tokens: MaxBatchedTokensOpt = E.max_num_batched_tokens,
-    gpu_memory_utilization: GpuMemOpt = E.gpu_memory_utilization,
-    kv_cache_gib: KvCacheOpt = E.kv_cache_gib,
-    tensor_parallel_size: TpOpt = E.tensor_parallel_size,
-    enforce_eager: EagerOpt = E.enforce_eager,
-    trust_remote_code: TrustOpt = E.trust_remote_code,
-    plugin: PluginOpt = E.plugin,
-    hf_overrides: HfOverridesOpt = None,
-    tokenizer: TokenizerOpt = E.tokenizer,
+    *,
+    run: RunArgs,
 ) -> None:
-    """Transcribe every row of a manifest (or one --chunk of it), resuming an earlier run."""
-    settings = common.build_settings(locals())
-    if strict:
+    """Transcribe every row of a manifest (or one --chunk of it), resuming an earlier run.
+
+    Writes OUTPUT_DIR/predictions.jsonl (every input row plus pred_text, or error) and report.json (rows, audio hours, WER when the manifest has text, RTFx, settings, versions).
+    """
+    if run.settings.strict:
         bad = validate_manifest(manifest)
         if bad:
             more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
             raise UsageError(f"{bad[0].error.message}{more}", hint="fix the manifest, or drop --strict to keep going")
-    chunk_spec = common.resolve_chunk(chunk)
-    model_path = resolve_model(model)
+    chunk_spec = common.resolve_chunk(run.chunk)
+    model_path = resolve_model(run.settings.engine.model)
     outcome = common.run_with_progress(
-        open_manifest(manifest), settings, output_dir, model_path=model_path, chunk=chunk_spec,
-        overwrite=overwrite, label=manifest.name,
+        open_manifest(manifest), run.settings, output_dir, model_path=model_path, chunk=chunk_spec,
+        overwrite=run.overwrite, label=manifest.name,
     )
-    raise typer.Exit(common.finish(outcome, f"{manifest.name} · {model}"))
+    raise typer.Exit(common.finish(outcome, f"{manifest.name} · {run.settings.engine.model}"))
