@@ -23,6 +23,9 @@ from speechlm_batch.errors import EngineError
 from speechlm_batch.settings import CPU_KV_CACHE_GIB, GPU_HOST_THREADS, EngineSettings
 
 
+SHUTDOWN_TIMEOUT_S = 60.0  # how long the engine core may take to exit cleanly before vLLM kills it
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     """One finished request: its text, or why the engine refused it."""
@@ -60,6 +63,10 @@ def prepare_environment(
         # A forked Whisper engine core hung at start-up on H200s now and then (vLLM warns about forking
         # Whisper); spawned ones never did. The CPU build starts fine forked, and faster.
         changes["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+    if "VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS" not in env:
+        # vLLM's 5 s ran out on 2 busy cores: the worker got SIGTERM before it unlinked its shared-memory
+        # queues, and Python's resource tracker warned about leaked shared_memory objects at exit.
+        changes["VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS"] = str(int(SHUTDOWN_TIMEOUT_S))
     env.update(changes)
     if "OMP_NUM_THREADS" in changes and environ is None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(GPU_HOST_THREADS)  # torch already read the variable
@@ -91,6 +98,7 @@ def llm_kwargs(settings: EngineSettings, model_path: str, cpu: bool) -> dict[str
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "limit_mm_per_prompt": {"audio": 1},
         "mm_processor_cache_gb": 0,  # every audio is unique: a cache never hits and costs memory
+        "use_tqdm_on_load": False,  # a weight-loading bar beside ours; the log says how long loading took
         "seed": settings.seed,
     }
     optional = {
@@ -203,7 +211,9 @@ class Engine:
         """Stop the engine core process so a following run (or test) starts clean."""
         core = getattr(self.llm.llm_engine, "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            # vLLM's default 5 s ran out on 2 busy cores: the engine core was force-killed before it released
+            # its shared memory (see prepare_environment for the workers).
+            core.shutdown(timeout=SHUTDOWN_TIMEOUT_S)
 
 
 def _external_id(request_id: str) -> str:

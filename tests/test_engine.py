@@ -41,12 +41,13 @@ def test_prepare_environment_sets_plugins_and_keeps_user_binding():
 def test_prepare_environment_on_gpu_limits_host_threads_and_spawns():
     gpu_env: dict[str, str] = {}
     engine.prepare_environment(EngineSettings(), gpu_env, cpu=False)
-    assert gpu_env == {"OMP_NUM_THREADS": str(GPU_HOST_THREADS), "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
-    user_env = {"OMP_NUM_THREADS": "8", "VLLM_WORKER_MULTIPROC_METHOD": "fork"}
+    shutdown = {"VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS": str(int(engine.SHUTDOWN_TIMEOUT_S))}
+    assert gpu_env == {"OMP_NUM_THREADS": str(GPU_HOST_THREADS), "VLLM_WORKER_MULTIPROC_METHOD": "spawn", **shutdown}
+    user_env = {"OMP_NUM_THREADS": "8", "VLLM_WORKER_MULTIPROC_METHOD": "fork", **shutdown}
     assert engine.prepare_environment(EngineSettings(), user_env, cpu=False) == {}
     cpu_env: dict[str, str] = {}
     engine.prepare_environment(EngineSettings(), cpu_env, cpu=True)
-    assert set(cpu_env) == {"VLLM_CPU_OMP_THREADS_BIND"}
+    assert set(cpu_env) == {"VLLM_CPU_OMP_THREADS_BIND", "VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS"}
 
 
 def test_external_request_id():

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from speechlm_batch import runner, sharding
+from speechlm_batch import logs, runner, sharding
 from speechlm_batch.cli import console as ui
 from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
 from speechlm_batch.settings import RunSettings
@@ -20,6 +22,23 @@ def resolve_chunk(option: str | None) -> sharding.ChunkSpec | None:
     if spec is not None:
         ui.console.print(f"[dim]chunk {spec.index}/{spec.count} taken from SLURM_ARRAY_TASK_* variables[/dim]")
     return spec
+
+
+@contextmanager
+def run_logging(output_dir: Path, chunk: sharding.ChunkSpec | None, level: str, stem: str) -> Iterator[logs.LogPlan]:
+    """Engine logs to OUTPUT_DIR/logs/<stem>[.chunk-i-of-N].log, the terminal showing `level` and up."""
+    log = logs.plan(output_dir, f"{stem}.{chunk.label}" if chunk else stem, level)
+    with logs.routed(log):
+        yield log
+
+
+def log_note(log: logs.LogPlan | None) -> str:
+    """One line naming the log file and how many warnings / errors the run's processes wrote to it."""
+    if log is None:
+        return ""
+    counts = logs.count_levels(log.path)
+    found = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts.items() if n)
+    return f"log: {log.path}" + (f" ({found}; -v shows them)" if found else "")
 
 
 def install_stop_handlers() -> threading.Event:
@@ -41,14 +60,13 @@ def run_with_progress(source, settings: RunSettings, output_dir: Path, *, model_
     """runner.run_source with a rich progress bar; returns the outcome."""
     stop = install_stop_handlers()
     with ui.progress() as bar:
-        task = bar.add_task(label, total=None, audio_h=0.0)
+        task = bar.add_task(label, total=None, audio_s=0.0)
 
         def on_start(total: int, resumed: int) -> None:
             bar.update(task, total=total, completed=resumed)
 
         def on_rows(rows) -> None:
-            audio_h = sum(r.audio_s for r in rows) / 3600
-            bar.update(task, advance=len(rows), audio_h=bar.tasks[task].fields["audio_h"] + audio_h)
+            ui.add_rows(bar, task, rows)
 
         return runner.run_source(
             source, settings, output_dir, model_path=model_path, chunk=chunk, overwrite=overwrite,
@@ -56,7 +74,7 @@ def run_with_progress(source, settings: RunSettings, output_dir: Path, *, model_
         )
 
 
-def finish(outcome: runner.RunOutcome, title: str) -> int:
+def finish(outcome: runner.RunOutcome, title: str, log: logs.LogPlan | None = None) -> int:
     """Print the summary and return the exit code scripts can rely on."""
     if outcome.already_done:
         ui.console.print(f"[green]{outcome.predictions_path} is complete already: nothing to do[/green] (use --overwrite to redo)")
@@ -66,7 +84,9 @@ def finish(outcome: runner.RunOutcome, title: str) -> int:
     failed = report["rows"]["failed_by_kind"]
     if failed:
         ui.out.print(ui.failures_table(failed))
-    ui.console.print(f"predictions: {outcome.predictions_path}\nreport: {outcome.report_path}")
+    ui.console.print(f"predictions: {outcome.predictions_path}\nreport: {outcome.report_path}", highlight=False)
+    if log is not None:
+        ui.console.print(log_note(log), highlight=False)
     if outcome.interrupted:
         ui.console.print("[yellow]interrupted: rerun the same command to resume where it stopped[/yellow]")
         return EXIT_INTERRUPTED

@@ -1,90 +1,128 @@
-"""Everything the terminal shows: the only module that imports rich."""
+"""Everything the terminal shows: the only module that imports rich.
+
+Tables are laid out to stay whole at 80 columns (tests render them at that width and look for cut cells):
+the run summary is a two-column table of measures, and the eval results are two narrow tables (accuracy,
+then errors and speed) rather than one wide one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=True)
 out = Console()  # tables meant for stdout (pipes, CI logs)
 
 
-def progress() -> Progress:
+class AudioColumn(ProgressColumn):
+    """Hours of audio done and the live real-time factor (audio seconds per wall second since the start)."""
+
+    def render(self, task: Task) -> Text:
+        audio_s = task.fields.get("audio_s", 0.0)
+        elapsed = task.elapsed or 0.0
+        rtfx = f"{audio_s / elapsed:.1f}x" if elapsed > 0 and audio_s > 0 else "-"
+        return Text(f"{audio_s / 3600:.2f} h · RTFx {rtfx}", style="progress.data.speed")
+
+
+def progress(target: Console | None = None) -> Progress:
+    """rows done / total, audio hours, live RTFx, elapsed, ETA: about 75 columns with a short label."""
     return Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[audio_h]:.2f} h audio"),
+        AudioColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=console,
+        console=target or console,
         transient=False,
     )
+
+
+def add_rows(bar: Progress, task: Any, rows: Sequence[Any]) -> None:
+    """Advance a task by finished rows (RowResult) and add their audio."""
+    audio_s = bar.tasks[task].fields.get("audio_s", 0.0) + sum(r.audio_s for r in rows)
+    bar.update(task, advance=len(rows), audio_s=audio_s)
 
 
 def _fmt(value: Any, spec: str = ".2f", missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _sdi(w: Mapping[str, Any] | None) -> str:
+    return f"{w['substitutions']} / {w['deletions']} / {w['insertions']}" if w else "-"
+
+
 def run_summary(report: Mapping[str, Any], title: str) -> Table:
-    """The end-of-run table from a report dict (report.json's content)."""
-    rows, wer, rtfx = report["rows"], report.get("wer") or {}, report.get("rtfx") or {}
-    table = Table(title=title, show_header=True, header_style="bold")
-    for col in ("rows ok", "rows failed", "audio h", "WER %", "S / D / I", "ref words", "RTFx e2e", "RTFx engine", "load s"):
-        table.add_column(col, justify="right")
-    sdi = f"{wer['substitutions']} / {wer['deletions']} / {wer['insertions']}" if wer else "-"
-    table.add_row(
-        str(rows["ok"]),
-        str(rows["failed"]),
-        _fmt(report["audio_s"] / 3600, ".3f"),
-        _fmt(wer.get("wer_percent")),
-        sdi,
-        str(wer.get("reference_words", "-")),
-        _fmt(rtfx.get("end_to_end"), ".1f"),
-        _fmt(rtfx.get("engine"), ".1f"),
-        _fmt(report["timings"].get("load_s"), ".1f"),
-    )
+    """The end-of-run table from a report dict (report.json's content): one measure per line."""
+    rows, rtfx, timings = report["rows"], report.get("rtfx") or {}, report.get("timings") or {}
+    wer = report.get("wer") or {}
+    scored = wer.get("reference_words")
+    table = Table(title=title, show_header=False, box=box.SIMPLE, title_justify="left")
+    table.add_column("measure", style="bold", no_wrap=True)
+    table.add_column("value", no_wrap=True)
+    table.add_row("rows", f"{rows['ok']} ok, {rows['failed']} failed")
+    table.add_row("audio", f"{report['audio_s'] / 3600:.3f} h ({report['audio_s']:.1f} s)")
+    if scored:
+        table.add_row("WER", f"{_fmt(wer.get('wer_percent'))} %  (S / D / I {_sdi(wer)} of {scored} words)")
+    else:
+        table.add_row("WER", "- (no reference text)")
+    table.add_row("RTFx", f"{_fmt(rtfx.get('end_to_end'), '.1f')} end to end, {_fmt(rtfx.get('engine'), '.1f')} engine")
+    table.add_row("load", f"{_fmt(timings.get('load_s'), '.1f')} s (model and engine start)")
     return table
 
 
 def failures_table(by_kind: Mapping[str, int]) -> Table:
-    table = Table(title="Failed rows by kind", header_style="bold")
-    table.add_column("error kind")
-    table.add_column("rows", justify="right")
+    table = Table(title="Failed rows by kind", header_style="bold", box=box.SIMPLE, title_justify="left")
+    table.add_column("error kind", no_wrap=True)
+    table.add_column("rows", justify="right", no_wrap=True)
     for kind, count in sorted(by_kind.items()):
         table.add_row(kind, str(count))
     return table
 
 
-def eval_results_table(payload: Mapping[str, Any], title: str) -> Table:
-    """The eval / report table from results.json's content: one row per dataset, then the leaderboard lines."""
-    table = Table(title=title, show_header=True, header_style="bold")
-    columns = ("dataset", "rows", "dropped", "hours", "WER %", "S / D / I", "ref words", "CER %", "RTFx engine", "RTFx e2e")
-    for col in columns:
-        table.add_column(col, justify="left" if col == "dataset" else "right")
+def eval_results_tables(payload: Mapping[str, Any], title: str) -> list[Table]:
+    """The eval / report tables from results.json's content: accuracy per dataset, then errors and speed."""
     runs = {run["dataset"]: run for run in payload.get("runs", [])}
-    for i, d in enumerate(payload["datasets"]):
-        w, run = d["wer_stats"], runs.get(d["name"], {})
-        table.add_row(
-            d["name"],
-            str(d["rows"]),
-            str(d["dropped_refs"]),
-            _fmt(d["hours"], ".3f"),
-            _fmt(d["wer_percent"]),
-            f"{w['substitutions']} / {w['deletions']} / {w['insertions']}",
-            str(w["reference_words"]),
-            _fmt(d.get("cer_percent")),
-            _fmt(run.get("rtfx_engine", d.get("rtfx")), ".1f"),
-            _fmt(run.get("rtfx_end_to_end"), ".1f"),
-            end_section=i == len(payload["datasets"]) - 1,
+    datasets = payload["datasets"]
+    accuracy = _narrow_table(title, ("dataset", "rows", "dropped", "words", "WER %", "CER %"))
+    speed = _narrow_table("errors and speed", ("dataset", "hours", "S / D / I", "RTFx\nengine", "RTFx\ne2e"))
+    for i, d in enumerate(datasets):
+        w, run, last = d["wer_stats"], runs.get(d["name"], {}), i == len(datasets) - 1
+        accuracy.add_row(
+            d["name"], str(d["rows"]), str(d["dropped_refs"]), str(w["reference_words"]),
+            _fmt(d["wer_percent"]), _fmt(d.get("cer_percent")), end_section=last,
         )
-    table.add_row(
-        "[bold]average / composite[/bold]", "", "", _fmt(payload.get("audio_s", 0.0) / 3600, ".3f"),
-        f"[bold]{_fmt(payload.get('average_wer_percent'))}[/bold]", "", "", "",
+        speed.add_row(
+            d["name"], _fmt(d["hours"], ".3f"), _sdi(w),
+            _fmt(run.get("rtfx_engine", d.get("rtfx")), ".1f"), _fmt(run.get("rtfx_end_to_end"), ".1f"),
+            end_section=last,
+        )
+    accuracy.add_row("[bold]average[/bold]", "", "", "", f"[bold]{_fmt(payload.get('average_wer_percent'))}[/bold]", "")
+    speed.add_row(
+        "[bold]composite[/bold]", _fmt(payload.get("audio_s", 0.0) / 3600, ".3f"), "",
         _fmt(payload.get("composite_rtfx"), ".1f"), _fmt(payload.get("composite_rtfx_end_to_end"), ".1f"),
     )
+    return [accuracy, speed]
+
+
+def _narrow_table(title: str, columns: Sequence[str]) -> Table:
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for col in columns:
+        table.add_column(col, justify="left" if col == "dataset" else "right", no_wrap=True)
     return table

@@ -95,8 +95,11 @@ def eval_command(
     chunk_spec = common.resolve_chunk(run.chunk)
     targets = _targets(dataset, hf_dataset, config, split, limit, datasets_dir)  # before the model loads
     model_path = resolve_model(model)
-    outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, run.overwrite)
-    raise typer.Exit(_finish(outcome, model, output_dir))
+    with common.run_logging(output_dir, chunk_spec, run.log_level, "eval") as log:
+        outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, run.overwrite)
+    code = _finish(outcome, model, output_dir)
+    ui.console.print(common.log_note(log), highlight=False)
+    raise typer.Exit(code)
 
 
 def _targets(dataset, hf_dataset, config, split, limit, datasets_dir) -> list[evaluation.EvalTarget]:
@@ -114,15 +117,13 @@ def _run(targets, settings, output_dir, model_path, model, chunk_spec, overwrite
         current: dict[str, int] = {}
 
         def dataset_started(name: str, index: int, count: int) -> None:
-            current["task"] = bar.add_task(f"{name} ({index + 1}/{count})", total=None, audio_h=0.0)
+            current["task"] = bar.add_task(f"{name} ({index + 1}/{count})", total=None, audio_s=0.0)
 
         def rows_started(total: int, resumed: int) -> None:
             bar.update(current["task"], total=total, completed=resumed)
 
         def rows_done(rows) -> None:
-            task = current["task"]
-            audio_h = bar.tasks[task].fields["audio_h"] + sum(r.audio_s for r in rows) / 3600
-            bar.update(task, advance=len(rows), audio_h=audio_h)
+            ui.add_rows(bar, current["task"], rows)
 
         hooks = evaluation.EvalHooks(dataset_started, rows_started, rows_done)
         return evaluation.run_eval(
@@ -148,7 +149,8 @@ def _finish(outcome: evaluation.EvalOutcome, model: str, output_dir: Path) -> in
 
 def show_results(outcome: evaluation.EvalOutcome, title: str) -> None:
     """The results table, then where the files are and any scoring warnings (also used by `report`)."""
-    ui.out.print(ui.eval_results_table(outcome.payload, title))
+    for table in ui.eval_results_tables(outcome.payload, title):
+        ui.out.print(table)
     for run in outcome.runs:
         if run.leaderboard_file is not None:
             ui.console.print(f"[dim]leaderboard file:[/dim] {run.leaderboard_file}")

@@ -58,8 +58,9 @@ def transcribe(
             raise UsageError(f"{bad[0].error.message}{more}", hint="fix the manifest, or drop --strict to keep going")
     chunk_spec = common.resolve_chunk(run.chunk)
     model_path = resolve_model(run.settings.engine.model)
-    outcome = common.run_with_progress(
-        open_manifest(manifest), run.settings, output_dir, model_path=model_path, chunk=chunk_spec,
-        overwrite=run.overwrite, label=manifest.name,
-    )
-    raise typer.Exit(common.finish(outcome, f"{manifest.name} · {run.settings.engine.model}"))
+    with common.run_logging(output_dir, chunk_spec, run.log_level, "transcribe") as log:
+        outcome = common.run_with_progress(
+            open_manifest(manifest), run.settings, output_dir, model_path=model_path, chunk=chunk_spec,
+            overwrite=run.overwrite, label=manifest.name,
+        )
+    raise typer.Exit(common.finish(outcome, f"{manifest.name} · {run.settings.engine.model}", log))
