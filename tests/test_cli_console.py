@@ -63,8 +63,21 @@ def test_progress_line_fits_80_columns():
     console = Console(width=80, record=True, color_system=None)
     bar = ui.progress(console)
     task = bar.add_task("demo.jsonl", total=12345, audio_s=0.0)
-    bar.update(task, completed=1234, audio_s=7200.0)
-    bar.tasks[task].start_time = bar.get_time() - 60.0  # one minute in: RTFx 120
+    ui.add_rows(bar, task, [_Row(600.0)])  # the first window: its time included model load, not counted
+    assert "RTFx -" in _progress_text(console, bar)
+    bar.tasks[task].fields["first_at"] -= 60.0  # a minute later 7200 s more audio: RTFx 120
+    ui.add_rows(bar, task, [_Row(3600.0)] * 2)
+    text = _progress_text(console, bar)
+    assert "…" not in text and "3/12345" in text and "2.17 h" in text and "RTFx 120.0x" in text, text
+
+
+class _Row:
+    def __init__(self, audio_s: float) -> None:
+        self.audio_s = audio_s
+
+
+def _progress_text(console: Console, bar) -> str:
     console.print(bar.make_tasks_table(bar.tasks))
     text = console.export_text()
-    assert "…" not in text and "1234/12345" in text and "2.00 h" in text and "RTFx 120.0x" in text, text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    return text

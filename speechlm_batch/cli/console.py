@@ -30,12 +30,18 @@ out = Console()  # tables meant for stdout (pipes, CI logs)
 
 
 class AudioColumn(ProgressColumn):
-    """Hours of audio done and the live real-time factor (audio seconds per wall second since the start)."""
+    """Hours of audio done and the live real-time factor.
+
+    RTFx counts from the first finished window (so model load and warm-up stay out): the audio finished
+    since then over the wall time since then; "-" until a second window is in.
+    """
 
     def render(self, task: Task) -> Text:
         audio_s = task.fields.get("audio_s", 0.0)
-        elapsed = task.elapsed or 0.0
-        rtfx = f"{audio_s / elapsed:.1f}x" if elapsed > 0 and audio_s > 0 else "-"
+        first_at, first_audio_s = task.fields.get("first_at"), task.fields.get("first_audio_s", 0.0)
+        now = task.get_time()
+        window_s = now - first_at if first_at is not None else 0.0
+        rtfx = f"{(audio_s - first_audio_s) / window_s:.1f}x" if window_s > 0 and audio_s > first_audio_s else "-"
         return Text(f"{audio_s / 3600:.2f} h · RTFx {rtfx}", style="progress.data.speed")
 
 
@@ -56,7 +62,10 @@ def progress(target: Console | None = None) -> Progress:
 
 def add_rows(bar: Progress, task: Any, rows: Sequence[Any]) -> None:
     """Advance a task by finished rows (RowResult) and add their audio."""
-    audio_s = bar.tasks[task].fields.get("audio_s", 0.0) + sum(r.audio_s for r in rows)
+    fields = bar.tasks[task].fields
+    audio_s = fields.get("audio_s", 0.0) + sum(r.audio_s for r in rows)
+    if "first_at" not in fields:
+        fields.update(first_at=bar.get_time(), first_audio_s=audio_s)
     bar.update(task, advance=len(rows), audio_s=audio_s)
 
 

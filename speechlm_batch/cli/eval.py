@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from speechlm_batch import evaluation
+from speechlm_batch import evaluation, preflight
 from speechlm_batch.cli import common
 from speechlm_batch.cli import console as ui
 from speechlm_batch.cli.options import INPUT, OutputDirOpt, RunArgs, run_options
@@ -95,6 +95,7 @@ def eval_command(
     chunk_spec = common.resolve_chunk(run.chunk)
     targets = _targets(dataset, hf_dataset, config, split, limit, datasets_dir)  # before the model loads
     model_path = resolve_model(model)
+    preflight.check_run(settings, model_path, output_dir)  # seconds, before an engine start of minutes
     with common.run_logging(output_dir, chunk_spec, run.log_level, "eval") as log:
         outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, run.overwrite)
     code = _finish(outcome, model, output_dir)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from speechlm_batch import preflight
 from speechlm_batch.cli import common
 from speechlm_batch.cli.options import INPUT, OutputDirOpt, RunArgs, run_options
 from speechlm_batch.errors import UsageError
@@ -58,6 +59,7 @@ def transcribe(
             raise UsageError(f"{bad[0].error.message}{more}", hint="fix the manifest, or drop --strict to keep going")
     chunk_spec = common.resolve_chunk(run.chunk)
     model_path = resolve_model(run.settings.engine.model)
+    preflight.check_run(run.settings, model_path, output_dir)  # seconds, before an engine start of minutes
     with common.run_logging(output_dir, chunk_spec, run.log_level, "transcribe") as log:
         outcome = common.run_with_progress(
             open_manifest(manifest), run.settings, output_dir, model_path=model_path, chunk=chunk_spec,
