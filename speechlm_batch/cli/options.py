@@ -122,6 +122,16 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "written with an `error` and the rest is transcribed).",
         target="run.strict", commands=("transcribe",),
     ),
+    RunOption(
+        "audio_key", str, "audio_filepath", ("--audio-key",), INPUT,
+        "Manifest field holding the audio path (NeMo's is audio_filepath).",
+        commands=("transcribe",), extra={"metavar": "KEY"},
+    ),
+    RunOption(
+        "text_key", str, "text", ("--text-key",), INPUT,
+        "Manifest field holding the reference transcript (copied to `text` in the output, for WER).",
+        commands=("transcribe",), extra={"metavar": "KEY"},
+    ),
     # -- model
     RunOption(
         "model", str, E.model, ("--model", "-m"), MODEL,

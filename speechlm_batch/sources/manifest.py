@@ -37,7 +37,10 @@ class _RowProblem(Exception):
     """A field problem found while parsing one row; caught in `_parse_line`, never leaves this module."""
 
 
-def read_manifest(path: Path) -> Iterator[Utterance | BadRow]:
+DEFAULT_KEYS = ("audio_filepath", "text")
+
+
+def read_manifest(path: Path, keys: tuple[str, str] = DEFAULT_KEYS) -> Iterator[Utterance | BadRow]:
     """Yield one `Utterance` or `BadRow` per non-blank line of a NeMo JSONL manifest, lazily.
 
     Args:
@@ -58,7 +61,7 @@ def read_manifest(path: Path) -> Iterator[Utterance | BadRow]:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
-            item = _parse_line(raw, path, line_no, position, base_dir, seen)
+            item = _parse_line(raw, path, line_no, position, base_dir, seen, keys)
             seen.add(item.id)
             yield item
             position += 1
@@ -70,24 +73,25 @@ def count_rows(path: Path) -> int:
         return sum(1 for raw in f if raw.strip())
 
 
-def validate_manifest(path: Path) -> list[BadRow]:
+def validate_manifest(path: Path, keys: tuple[str, str] = DEFAULT_KEYS) -> list[BadRow]:
     """Return every bad row of the manifest, in file order (empty when all rows are usable).
 
     `--strict` calls this before the engine starts and raises `errors.ManifestError` for the first one.
     """
-    return [item for item in read_manifest(path) if isinstance(item, BadRow)]
+    return [item for item in read_manifest(path, keys) if isinstance(item, BadRow)]
 
 
 class ManifestSource:
     """A NeMo manifest as a `sources.Source`: re-iterable, with a cheap, cached `len()`."""
 
-    def __init__(self, path: Path, name: str | None = None) -> None:
+    def __init__(self, path: Path, name: str | None = None, keys: tuple[str, str] = DEFAULT_KEYS) -> None:
         self.path = Path(path)
         self.name = name or self.path.stem
+        self.keys = keys  # (audio key, text key): NeMo's audio_filepath / text unless --audio-key / --text-key
         self._len: int | None = None
 
     def __iter__(self) -> Iterator[Utterance | BadRow]:
-        return read_manifest(self.path)
+        return read_manifest(self.path, self.keys)
 
     def __len__(self) -> int:
         if self._len is None:
@@ -103,7 +107,7 @@ class ManifestSource:
         return f"ManifestSource({str(self.path)!r})"
 
 
-def open_manifest_source(path: Path) -> ManifestSource:
+def open_manifest_source(path: Path, keys: tuple[str, str] = DEFAULT_KEYS) -> ManifestSource:
     """Check that the manifest can be opened and wrap it; raises `errors.ManifestError` otherwise."""
     path = Path(path)
     if not path.exists():
@@ -115,11 +119,11 @@ def open_manifest_source(path: Path) -> ManifestSource:
             pass
     except OSError as e:
         raise ManifestError(str(path), None, f"cannot be opened: {e.strerror or e}") from e
-    return ManifestSource(path)
+    return ManifestSource(path, keys=keys)
 
 
 def _parse_line(
-    raw: bytes, path: Path, line_no: int, position: int, base_dir: Path, seen: set[str]
+    raw: bytes, path: Path, line_no: int, position: int, base_dir: Path, seen: set[str], keys: tuple[str, str]
 ) -> Utterance | BadRow:
     where = f"{path}:{line_no}"
     try:
@@ -133,13 +137,15 @@ def _parse_line(
         line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark written by some Windows tools
     try:
         row = _load_object(line)
-        fields = _fields(row, base_dir)
+        fields = _fields(row, base_dir, keys)
         row_id = _row_id(row, line_no)
     except _RowProblem as e:
         return _bad_row(ErrorKind.BAD_ROW, f"{where}: {e}", line, line_no, position, seen)
     if row_id in seen:
         message = f"{where}: id {row_id!r} was already used by an earlier row"
         return _bad_row(ErrorKind.DUPLICATE_ID, message, line, line_no, position, seen)
+    if keys[1] != "text" and fields["text"] is not None:
+        row = {**row, "text": fields["text"]}  # scoring reads `text` from the output rows
     return Utterance(id=row_id, position=position, row=row, **fields)
 
 
@@ -155,22 +161,23 @@ def _load_object(line: str) -> dict[str, Any]:
     return row
 
 
-def _fields(row: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
+def _fields(row: Mapping[str, Any], base_dir: Path, keys: tuple[str, str] = DEFAULT_KEYS) -> dict[str, Any]:
     """The typed Utterance fields of a row; raises `_RowProblem` naming the first wrong field."""
-    if "audio_filepath" not in row:
-        raise _RowProblem("field 'audio_filepath' is missing")
-    audio = row["audio_filepath"]
+    audio_key, text_key = keys
+    if audio_key not in row:
+        raise _RowProblem(f"field {audio_key!r} is missing")
+    audio = row[audio_key]
     if not isinstance(audio, str) or not audio:
-        raise _RowProblem(f"field 'audio_filepath' must be a non-empty string, got {_shown(audio)}")
+        raise _RowProblem(f"field {audio_key!r} must be a non-empty string, got {_shown(audio)}")
     offset_s = _number(row, "offset")
     if offset_s is not None and offset_s < 0:
         raise _RowProblem(f"field 'offset' must be a number >= 0, got {_shown(row['offset'])}")
     duration_s = _number(row, "duration")
     if duration_s is not None and duration_s <= 0:
         raise _RowProblem(f"field 'duration' must be a number > 0, got {_shown(row['duration'])}")
-    text = row.get("text")
+    text = row.get(text_key)
     if text is not None and not isinstance(text, str):
-        raise _RowProblem(f"field 'text' must be a string, got {_shown(text)}")
+        raise _RowProblem(f"field {text_key!r} must be a string, got {_shown(text)}")
     resolved = audio if os.path.isabs(audio) else str(base_dir / audio)
     return {
         "audio_filepath": resolved,
