@@ -183,3 +183,12 @@ def test_hf_source_repr_and_protocol(saved):
     source = open_hf(saved)
     assert isinstance(source, HfSource)
     assert "tiny_set" in repr(source)
+
+
+def test_dataset_without_transcripts_is_transcribed_without_references(tmp_path):
+    ds = make_dataset({"speaker": ["a", "b", "c"]}, [0.2, 0.3, 0.4])
+    ds.save_to_disk(str(tmp_path / "unlabelled"))
+    source = open_hf(tmp_path / "unlabelled", limit=2)
+    items = list(source)
+    assert source.text_column is None and source.dropped_rows == 0
+    assert [(u.id, u.text, u.row["text"]) for u in items] == [("0", None, None), ("1", None, None)]

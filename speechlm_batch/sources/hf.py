@@ -96,7 +96,8 @@ class HfSource:
         limit: int | None = None,
     ) -> None:
         self.name = name
-        self.text_column = find_text_column(dataset.column_names)
+        # None: a dataset without transcripts is transcribed all the same, and gets no WER.
+        self.text_column = next((c for c in TEXT_COLUMNS if c in dataset.column_names), None)
         self.audio_column = _find_audio_column(dataset)
         self.id_column = "id" if "id" in dataset.column_names else None
         self.duration_column = next((c for c in DURATION_COLUMNS if c in dataset.column_names), None)
@@ -111,6 +112,9 @@ class HfSource:
 
     def kept_indices(self) -> list[int]:
         """Dataset indices of the rows that will be transcribed (references checked, `limit` applied)."""
+        if self._kept is None and self.text_column is None:
+            count = len(self._dataset) if self._limit is None else min(self._limit, len(self._dataset))
+            self._kept, self._scanned = list(range(count)), count
         if self._kept is None:
             self._kept, self._scanned = select_rows(self._dataset[self.text_column], self._limit)
         return self._kept
@@ -185,7 +189,7 @@ class HfSource:
 
     def _out_row(self, row: dict[str, Any], index: int, row_id: str, audio_value: Any) -> dict[str, Any]:
         """The row written back beside the prediction: scalar columns, `text`, `audio_filepath`, `duration`."""
-        text = row.pop(self.text_column)
+        text = row.pop(self.text_column) if self.text_column else None
         out = {k: v for k, v in row.items() if k not in ("pred_text", "error")}
         path = _audio_path(audio_value)
         out["audio_filepath"] = row_id if self.id_column else (path or f"sample_{index}")
