@@ -247,12 +247,19 @@ def prepare(settings: EngineSettings, model_path: str) -> EngineSettings:
 
 
 def _load_tokenizer(source: str, trust_remote_code: bool) -> Any:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception:  # no tokenizer files, or a hub id unreachable offline: reported as a problem
-        return None
+        pass
+    # AutoTokenizer may consult config.json, whose model_type is unknown until NeMo's plugin registers it.
+    if (Path(source) / "tokenizer.json").is_file():
+        try:
+            return PreTrainedTokenizerFast.from_pretrained(source)
+        except Exception:  # a broken tokenizer.json: reported as "no tokenizer found"
+            return None
+    return None
 
 
 def _hub_offline() -> bool:
