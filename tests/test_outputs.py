@@ -55,6 +55,8 @@ def test_row_layout():
     assert row["error"] == {"kind": "bad_row", "message": "m.jsonl:2: not valid JSON"}
     collapsed = RowResult(ok(0).utterance, "a", None, loops_collapsed=2)
     assert result_to_dict(collapsed)["_loops_collapsed"] == 2
+    counted = RowResult(ok(0).utterance, "a", None, prompt_tokens=165)
+    assert list(result_to_dict(counted))[-1:] == ["_prompt_tokens"] and result_to_dict(counted)["_prompt_tokens"] == 165
 
 
 def test_write_meta_and_done(tmp_path):

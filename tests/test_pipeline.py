@@ -31,11 +31,12 @@ def test_pieces_are_joined_in_order_and_silent_pieces_skip_the_engine():
     asm = _Assembler(_Adapter(), collapse=False)
     pieces = asm.open(_utt(), Audio(samples, rate))
     assert [p.index for p in pieces] == [0, 2]  # the silent middle piece is not sent
-    asm.complete(Completion(("u", 2), " world "))
+    asm.complete(Completion(("u", 2), " world ", prompt_tokens=140))
     assert not asm.finished
-    asm.complete(Completion(("u", 0), "hello"))
+    asm.complete(Completion(("u", 0), "hello", prompt_tokens=390))
     [row] = asm.finished
     assert row.pred_text == "hello world" and row.pieces == 3 and row.audio_s == 70.0
+    assert row.prompt_tokens == 530  # what the engine ran for the row, over its pieces
 
 
 def test_engine_error_fails_the_row_after_all_pieces_return():

@@ -35,11 +35,17 @@ ARCHITECTURE_FAMILIES: dict[str, str] = {
 }
 
 
+# config.json model_type -> family, for checkpoints whose architecture name is not one of the above.
+MODEL_TYPE_FAMILIES: dict[str, str] = {"nemo_speechlm": "nemo-speechlm"}
+
+
 def detect_family(info: ModelInfo) -> str:
-    """The family for a loaded model: by architecture name, else by what the vLLM model class supports."""
+    """The family: by architecture name, else by model_type, else by what the vLLM model class supports."""
     for arch in info.architectures:
         if arch in ARCHITECTURE_FAMILIES:
             return ARCHITECTURE_FAMILIES[arch]
+    if getattr(info.hf_config, "model_type", None) in MODEL_TYPE_FAMILIES:
+        return MODEL_TYPE_FAMILIES[info.hf_config.model_type]
     if info.model_cls is not None and getattr(info.model_cls, "supports_transcription", False):
         return "transcription"
     return "chat-audio"
@@ -82,11 +88,11 @@ FAMILY_DOCS: dict[str, dict[str, str]] = {
     "nemo-speechlm": {
         "prompt": "chat template, user turn '{--prompt} <|audio|>' (NemotronH: ends '<|im_start|>assistant\\n<think>\\n')",
         "max_piece": "(max_model_len - 512 - prompt) / 12.5 tokens/s: ~280 s at 4096",
-        "detect": "NeMoSpeechLM(Hybrid)ForConditionalGeneration, NemotronNanoASRForConditionalGeneration",
-        "examples": "nvidia/canary-qwen-2.5b, Nemotron-Nano-v3 + Canary-v2 (exported for vLLM; "
-        "needs NeMo Speech's nemo_speechlm vLLM plugin installed)",
-        "command": "speechlm-batch transcribe data.jsonl --model nvidia/canary-qwen-2.5b --family nemo-speechlm "
-        "--plugin nemo_speechlm",
+        "detect": "model_type nemo_speechlm, NeMoSpeechLM(Hybrid)ForConditionalGeneration, "
+        "NemotronNanoASRForConditionalGeneration (plugin picked too)",
+        "examples": "SALM exports of Canary + Qwen3 / Nemotron-Nano-v3 (NVIDIA's plugin: PyPI nemo-toolkit 3.0.0 "
+        "on vLLM 0.28, the .venv-nemo environment)",
+        "command": ".venv-nemo/bin/speechlm-batch transcribe data.jsonl --model ./my-salm-export",
     },
 }
 

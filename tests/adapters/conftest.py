@@ -13,8 +13,7 @@ from speechlm_batch.adapters.base import ModelInfo
 
 
 def load_tiny_models():
-    """tests/fixtures/tiny_models.py by path: putting tests/fixtures on sys.path would let the plugin's source
-    folder shadow the installed `nemo_speechlm_test_plugin` package (as an empty namespace package)."""
+    """tests/fixtures/tiny_models.py by path (tests/fixtures is not a package)."""
     if "tiny_models" not in sys.modules:
         spec = importlib.util.spec_from_file_location("tiny_models", Path(__file__).parents[1] / "fixtures" / "tiny_models.py")
         module = importlib.util.module_from_spec(spec)

@@ -120,3 +120,9 @@ def test_every_nemo_speechlm_architecture_name_picks_the_family(arch, nemotron_t
     info = make_info(nemotron_tokenizer, hf_config=CONFIG, architectures=(arch,))
     assert detect_family(info) == "nemo-speechlm"
     assert isinstance(resolve_adapter(info, DecodeSettings()), NeMoSpeechLMAdapter)
+
+
+def test_model_type_picks_the_family_when_the_architecture_name_is_unknown(nemotron_tokenizer, make_info):
+    config = SimpleNamespace(audio_locator_tag="<|audio|>", model_type="nemo_speechlm")
+    info = make_info(nemotron_tokenizer, hf_config=config, architectures=("SomeFutureSpeechLM",))
+    assert detect_family(info) == "nemo-speechlm"
