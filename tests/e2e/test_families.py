@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sample_rows import absolute_rows
 
 from speechlm_batch import audio as audio_io
 from speechlm_batch import runner
@@ -49,15 +50,6 @@ LONG_ID = "asterisk/demo-instruct"  # 73.3 s
 LIBRIVOX = "librivox.jsonl"
 
 
-def _rows(manifests: Path, name: str) -> list[dict]:
-    """Manifest rows with absolute audio paths, so they can be mixed into new manifests."""
-    rows = []
-    for line in (manifests / name).read_text().splitlines():
-        row = json.loads(line)
-        row["audio_filepath"] = str((manifests / row["audio_filepath"]).resolve())
-        rows.append(row)
-    return rows
-
 
 def _write(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -66,8 +58,8 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 def _mixed_rows(manifests: Path) -> list[dict]:
     """jfk twice (first and last, different ids) around five LibriVox clips."""
-    jfk = _rows(manifests, "jfk.jsonl")[0]
-    return [{**jfk, "id": "jfk-a"}, *_rows(manifests, LIBRIVOX), {**jfk, "id": "jfk-b"}]
+    jfk = absolute_rows(manifests, "jfk.jsonl")[0]
+    return [{**jfk, "id": "jfk-a"}, *absolute_rows(manifests, LIBRIVOX), {**jfk, "id": "jfk-b"}]
 
 
 def _run(engine, manifest: Path, out: Path, decode: DecodeSettings = DecodeSettings()) -> dict[str, dict]:
@@ -111,12 +103,12 @@ class TestTranscriptionFamily:
 
     def test_audio_reaches_the_model_and_batches_do_not_matter(self, engine, manifests_dir, tmp_path):
         rows = _run(engine, _write(tmp_path / "mixed.jsonl", _mixed_rows(manifests_dir)), tmp_path / "mixed")
-        assert sorted(rows) == sorted(["jfk-a", *(r["id"] for r in _rows(manifests_dir, LIBRIVOX)), "jfk-b"])
+        assert sorted(rows) == sorted(["jfk-a", *(r["id"] for r in absolute_rows(manifests_dir, LIBRIVOX)), "jfk-b"])
         alone = _run(engine, manifests_dir / "jfk.jsonl", tmp_path / "alone")
         _assert_audio_reaches_the_model(rows, alone)
 
     def test_long_audio_is_split_at_the_models_clip_length(self, engine, manifests_dir, tmp_path):
-        long_row = next(r for r in _rows(manifests_dir, "asterisk-long.jsonl") if r["id"] == LONG_ID)
+        long_row = next(r for r in absolute_rows(manifests_dir, "asterisk-long.jsonl") if r["id"] == LONG_ID)
         rows = _run(engine, _write(tmp_path / "long.jsonl", [long_row]), tmp_path / "out")
         expected = math.ceil(long_row["duration"] / tiny_models.GLM_ASR_MAX_AUDIO_S)
         assert expected == 3 and rows[LONG_ID]["_pieces"] == expected

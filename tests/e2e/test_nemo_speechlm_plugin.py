@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sample_rows import absolute_rows
 
 from speechlm_batch.adapters.nemo_speechlm import AUDIO_TOKENS_PER_S, audio_tokens
 from speechlm_batch.outputs import read_predictions
@@ -47,14 +48,6 @@ NEMOTRON_PROMPT = (
 )
 
 
-def _rows(manifests: Path, name: str) -> list[dict]:
-    rows = []
-    for line in (manifests / name).read_text().splitlines():
-        row = json.loads(line)
-        row["audio_filepath"] = str((manifests / row["audio_filepath"]).resolve())
-        rows.append(row)
-    return rows
-
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, manifests_dir) -> dict:
@@ -62,8 +55,8 @@ def work(tmp_path_factory, manifests_dir) -> dict:
     if not (NEMO_VENV / "bin" / "speechlm-batch").exists():
         pytest.fail(f"{NEMO_VENV} is missing: run scripts/setup.sh (it builds the NeMo environment)")
     root = tmp_path_factory.mktemp("nemo-plugin")
-    long_row = next(r for r in _rows(manifests_dir, "asterisk-long.jsonl") if r["id"] == LONG_ID)
-    rows = [*_rows(manifests_dir, "librivox.jsonl"), *_rows(manifests_dir, "jfk.jsonl"), long_row, *_rows(manifests_dir, "cards.jsonl")]
+    long_row = next(r for r in absolute_rows(manifests_dir, "asterisk-long.jsonl") if r["id"] == LONG_ID)
+    rows = [*absolute_rows(manifests_dir, "librivox.jsonl"), *absolute_rows(manifests_dir, "jfk.jsonl"), long_row, *absolute_rows(manifests_dir, "cards.jsonl")]
     manifest = root / "in.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     models = root / "models"
