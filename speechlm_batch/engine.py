@@ -10,6 +10,7 @@ window's slowest request finishes.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import sys
@@ -36,6 +37,7 @@ class Completion:
     num_tokens: int = 0
     error: str | None = None
     prompt_tokens: int = 0  # the prompt as the engine ran it (multimodal placeholders expanded)
+    finish_reason: str | None = None  # vLLM's: "stop", or "length" when the token cap cut the text
 
 
 def is_cpu_build() -> bool:
@@ -87,6 +89,27 @@ def cpu_auto_dtype(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     except OSError:
         flags = []
     return "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"
+
+
+def resolved_dtype(settings: EngineSettings, model_path: str, cpu: bool | None = None) -> str:
+    """The dtype as this host will run it, for the fingerprint: CPU "auto" picks by CPU flags (see
+    `cpu_auto_dtype`); on GPU "auto" follows the checkpoint, named as `auto:<config dtype>`."""
+    cpu = is_cpu_build() if cpu is None else cpu
+    if settings.dtype != "auto":
+        return settings.dtype
+    if cpu:
+        return cpu_auto_dtype()
+    return f"auto:{_checkpoint_dtype(model_path)}"
+
+
+def _checkpoint_dtype(model_path: str) -> str:
+    try:
+        with open(os.path.join(model_path, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return "unknown"
+    value = config.get("torch_dtype") or config.get("dtype") if isinstance(config, dict) else None
+    return str(value or "unknown")
 
 
 def llm_kwargs(settings: EngineSettings, model_path: str, cpu: bool) -> dict[str, Any]:
@@ -199,7 +222,10 @@ class Engine:
             if out.finished and out.request_id in pending:
                 best = out.outputs[0]
                 prompt_tokens = len(out.prompt_token_ids or ())
-                yield Completion(pending.pop(out.request_id), best.text, len(best.token_ids), prompt_tokens=prompt_tokens)
+                yield Completion(
+                    pending.pop(out.request_id), best.text, len(best.token_ids), prompt_tokens=prompt_tokens,
+                    finish_reason=getattr(best, "finish_reason", None),
+                )
 
     def _sampling(self, request: EngineRequest) -> Any:
         """SamplingParams for a request, shared between requests with the same knobs (cheap to reuse)."""

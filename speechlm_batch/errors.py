@@ -6,11 +6,21 @@ caught once, in `cli.main`, which prints the message and the hint and exits with
 
 from __future__ import annotations
 
-EXIT_OK = 0  # every row transcribed
-EXIT_ROWS_FAILED = 1  # the run completed, some rows carry an `error`
-EXIT_USAGE = 2  # bad arguments or input that --strict rejects (Typer also uses 2 for usage errors)
-EXIT_FATAL = 3  # the run could not start or finish (model, engine, resume mismatch, missing asset)
-EXIT_INTERRUPTED = 130  # SIGINT / SIGTERM: the window in flight was written, rerun to resume
+# Exit codes, chosen so that a scheduler can chain on them (Slurm `afterok` runs the merge only after 0):
+EXIT_OK = 0  # complete: every row written; rows that failed carry an `error` and are counted in the report
+EXIT_USAGE = 2  # bad arguments, or input / settings that do not match the output folder (Typer also uses 2)
+EXIT_FATAL = 3  # the run could not start or finish: model, engine crash, disk full, missing asset
+EXIT_MERGE_INCOMPLETE = 4  # merge: chunks missing or unfinished; rerun those (the command is printed)
+EXIT_MERGE_CONFLICT = 5  # merge: the chunks disagree (settings, input, rows twice or missing)
+EXIT_BUG = 70  # an unexpected exception (a bug): the traceback is printed (BSD EX_SOFTWARE)
+EXIT_BUSY = 75  # another process is writing this output file: try later (BSD EX_TEMPFAIL)
+EXIT_INTERRUPTED = 130  # SIGINT / SIGTERM: the rows in flight were written; rerun to resume
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 complete (rows that failed carry an `error`), 2 usage error or input / settings other "
+    "than the output folder's, 3 the run could not start or finish, 70 unexpected error (a bug), 75 another "
+    "process writes this output, 130 interrupted (rerun to resume)."
+)
 
 
 class SpeechlmBatchError(Exception):
@@ -38,7 +48,15 @@ class ManifestError(UsageError):
 
 
 class ResumeMismatchError(SpeechlmBatchError):
-    """The output folder holds rows made with other settings (model, prompt, sampling)."""
+    """The output folder holds rows made with other settings (model, prompt) or from another input."""
+
+    exit_code = EXIT_USAGE
+
+
+class OutputBusyError(SpeechlmBatchError):
+    """Another process holds the lock of this output file (a double submit, or a rerun while it runs)."""
+
+    exit_code = EXIT_BUSY
 
 
 class OfflineAssetError(SpeechlmBatchError):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,7 @@ def run_eval(
     overwrite: bool = False,
     stop: threading.Event | None = None,
     hooks: EvalHooks = EvalHooks(),
+    retry_kinds: Collection[str] | None = None,
 ) -> EvalOutcome:
     """Transcribe and score every target with one engine, then write the results files.
 
@@ -187,10 +188,13 @@ def run_eval(
         model_id: the `--model` value; its "/"-to-"-" slug names the leaderboard files.
         engine: an engine already started (tests share one); else one is started here and shut down at the end.
         chunk: one shard of every dataset. Then only the subfolders are written: merge each, then `report`.
-        overwrite / stop: as for `runner.run_source`.
+        overwrite / stop / retry_kinds: as for `runner.run_source`.
     """
     _check_names(targets)
     output_dir = Path(output_dir)
+    if not overwrite:  # another input or settings in a dataset folder, or a second writer: refused before the start
+        for target in targets:
+            runner.check_output(target.source, settings, output_dir / target.name, model_path=model_path, chunk=chunk)
     own_engine = engine is None
     engine = engine or Engine.create(settings.engine, model_path)
     runs: list[DatasetRun] = []
@@ -198,7 +202,9 @@ def run_eval(
         for i, target in enumerate(targets):
             if hooks.dataset_started is not None:
                 hooks.dataset_started(target.name, i, len(targets))
-            run = _run_one(target, settings, output_dir, model_path, model_id, engine, chunk, overwrite, stop, hooks)
+            run = _run_one(
+                target, settings, output_dir, model_path, model_id, engine, chunk, overwrite, stop, hooks, retry_kinds
+            )
             runs.append(run)
             if run.interrupted:
                 break
@@ -219,11 +225,13 @@ def _check_names(targets: Sequence[EvalTarget]) -> None:
         raise UsageError(f"two datasets share a name ({', '.join(names)}): their outputs would collide")
 
 
-def _run_one(target, settings, output_dir, model_path, model_id, engine, chunk, overwrite, stop, hooks) -> DatasetRun:
+def _run_one(
+    target, settings, output_dir, model_path, model_id, engine, chunk, overwrite, stop, hooks, retry_kinds=None
+) -> DatasetRun:
     folder = output_dir / target.name
     outcome = runner.run_source(
         target.source, settings, folder, model_path=model_path, chunk=chunk, overwrite=overwrite, engine=engine,
-        stop=stop, on_start=hooks.rows_started, on_rows=hooks.rows_done,
+        stop=stop, on_start=hooks.rows_started, on_rows=hooks.rows_done, retry_kinds=retry_kinds,
     )
     report = outcome.report.to_dict() if outcome.report is not None else _read_report(folder, chunk)
     rows = _rows_in_order(outcome.predictions_path)

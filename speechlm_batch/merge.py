@@ -1,7 +1,8 @@
 """Join the chunk files of a Slurm array run into one `predictions.jsonl`, in input order.
 
 Merge writes nothing unless every chunk 0..N-1 is finished (its done marker describes its file), all chunks
-share one settings fingerprint, and the `_position`s form exactly 0..total-1. Otherwise the `MergeResult`
+share one settings fingerprint and one input (the meta's `input_key`), and the `_position`s form exactly
+0..total-1. Otherwise the `MergeResult`
 says what is wrong and, for missing or unfinished chunks, the `--array=` value that reruns just those.
 Unlike NeMo-Skills' merge, chunk files are kept, so merge can be rerun and gives the same bytes each time
 (the merged done marker takes its time from the chunks, not the clock).
@@ -13,6 +14,7 @@ size of the merged file. Fine for manifests of a few million rows; an external s
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ class MergeResult:
     missing: tuple[int, ...] = ()  # chunks without a predictions file
     unfinished: tuple[int, ...] = ()  # chunks without a matching done marker (killed, still running)
     fingerprints: dict[int, str] = field(default_factory=dict)  # chunk -> settings fingerprint (from meta)
+    inputs: dict[int, str] = field(default_factory=dict)  # chunk -> hash of the input key its meta records
     duplicate_positions: tuple[int, ...] = ()
     gaps: tuple[range, ...] = ()  # positions in 0..total-1 that no chunk wrote
     out_of_range: tuple[int, ...] = ()  # positions >= expected_count
@@ -48,6 +51,10 @@ class MergeResult:
     @property
     def fingerprint_mismatch(self) -> bool:
         return len(set(self.fingerprints.values())) > 1
+
+    @property
+    def input_mismatch(self) -> bool:
+        return len(set(self.inputs.values())) > 1
 
     @property
     def rerun_chunks(self) -> tuple[int, ...]:
@@ -71,6 +78,12 @@ class MergeResult:
                 by_fp.setdefault(fp, []).append(index)
             parts = [f"{fp} (chunks {compress_indices(ix)})" for fp, ix in sorted(by_fp.items())]
             found.append("chunks were made with different settings: " + ", ".join(parts))
+        if self.input_mismatch:
+            groups: dict[str, list[int]] = {}
+            for index, key in sorted(self.inputs.items()):
+                groups.setdefault(key, []).append(index)
+            parts = [f"chunks {compress_indices(ix)}" for _key, ix in sorted(groups.items(), key=lambda kv: kv[1])]
+            found.append("chunks were made from different inputs: " + " vs ".join(parts))
         if self.duplicate_positions:
             first = self.duplicate_positions[0]
             found.append(f"{len(self.duplicate_positions)} positions written more than once, first {first}")
@@ -105,8 +118,9 @@ def merge(output_dir: Path, *, expected_count: int | None = None) -> MergeResult
         for k, paths in enumerate(chunks)
         if k not in missing and (k not in fingerprints or not done_marker_matches(paths, fingerprints[k]))
     )
-    result = MergeResult(output_dir, count, missing, unfinished, fingerprints)
-    if missing or unfinished or result.fingerprint_mismatch:
+    inputs = {k: key for k, paths in enumerate(chunks) if (key := _input_hash(paths)) is not None}
+    result = MergeResult(output_dir, count, missing, unfinished, fingerprints, inputs)
+    if missing or unfinished or result.fingerprint_mismatch or result.input_mismatch:
         return result
     lines, duplicates, rows_failed = _collect(chunk.predictions for chunk in chunks)
     total = expected_count if expected_count is not None else (max(lines) + 1 if lines else 0)
@@ -116,6 +130,7 @@ def merge(output_dir: Path, *, expected_count: int | None = None) -> MergeResult
         output_dir,
         count,
         fingerprints=fingerprints,
+        inputs=inputs,
         duplicate_positions=duplicates,
         gaps=gaps,
         out_of_range=out_of_range,
@@ -171,6 +186,14 @@ def _fingerprint(paths: OutputPaths) -> str | None:
     meta = read_json(paths.meta)
     value = None if meta is None else meta.get("fingerprint")
     return value if isinstance(value, str) else None
+
+
+def _input_hash(paths: OutputPaths) -> str | None:
+    meta = read_json(paths.meta)
+    key = None if meta is None else meta.get("input_key")
+    if not isinstance(key, dict):
+        return None
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _collect(files: Iterable[Path]) -> tuple[dict[int, bytes], tuple[int, ...], int]:

@@ -55,6 +55,7 @@ class _OpenRow:
     received: int = 0
     error: RowError | None = None
     prompt_tokens: int = 0
+    truncated: bool = False
 
 
 def run(
@@ -113,7 +114,7 @@ def _flush(assembler: _Assembler, sink: RowSink, stats: LoopStats, on_rows) -> N
 
 def _requests(items, adapter, settings, pool, assembler, stats, stop) -> Iterator[tuple[tuple[str, int], EngineRequest]]:
     """Requests for every piece, window by window, decoding the next window while this one is submitted."""
-    windows = _windows(items, settings.window_rows, stop)
+    windows = _windows(items, settings.window_rows, settings.window_audio_s, stop)
     ahead = _decode_window(next(windows, None), adapter, pool)
     while ahead is not None:
         current = ahead
@@ -126,20 +127,38 @@ def _requests(items, adapter, settings, pool, assembler, stats, stop) -> Iterato
         if settings.sort_by_duration:
             pieces.sort(key=lambda p: -len(p.samples))  # longest first: fuller batches, shorter tail
         for piece in pieces:
+            if stop.is_set():  # after a stop nothing new goes in: the rows in flight finish, the rest wait
+                return
             yield (piece.utterance_id, piece.index), adapter.request(piece)
 
 
-def _windows(items: Iterable, size: int, stop: threading.Event) -> Iterator[list]:
+def _windows(items: Iterable, size: int, max_audio_s: float, stop: threading.Event) -> Iterator[list]:
+    """Windows of at most `size` rows and, counting rows whose duration is declared, `max_audio_s` seconds
+    (a window of hour-long files would otherwise hold hours of samples); a window has at least one row."""
     window: list = []
+    audio_s = 0.0
     for item in items:
         if stop.is_set():
             break
+        duration_s = _declared_s(item)
+        if window and audio_s + duration_s > max_audio_s:
+            yield window
+            window, audio_s = [], 0.0
         window.append(item)
+        audio_s += duration_s
         if len(window) >= size:
             yield window
-            window = []
+            window, audio_s = [], 0.0
     if window and not stop.is_set():
         yield window
+
+
+def _declared_s(item: Utterance | BadRow) -> float:
+    """Seconds a row declares before decoding (manifest `duration`, a dataset's duration column), else 0."""
+    if isinstance(item, BadRow):
+        return 0.0
+    value = item.duration_s if item.duration_s is not None else item.row.get("duration")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else 0.0
 
 
 def _decode_window(window, adapter, pool) -> list | None:
@@ -196,6 +215,7 @@ class _Assembler:
         row = self.open_rows[utterance_id]
         row.received += 1
         row.prompt_tokens += completion.prompt_tokens
+        row.truncated = row.truncated or completion.finish_reason == "length"
         if completion.error is not None:
             row.error = row.error or RowError(ErrorKind.ENGINE, f"{row.utterance.audio_filepath}: {completion.error}")
         else:
@@ -212,4 +232,6 @@ class _Assembler:
         loops = 0
         if self.collapse:
             text, loops = collapse_loops(text)
-        self.finished.append(RowResult(row.utterance, text, None, row.audio_s, row.count, loops, row.prompt_tokens))
+        self.finished.append(
+            RowResult(row.utterance, text, None, row.audio_s, row.count, loops, row.prompt_tokens, row.truncated)
+        )

@@ -81,6 +81,7 @@ class DatasetScore:
         audio_s: decoded audio of ok rows (`_audio_s`, else `duration`).
         scored: WER / CER over ok rows that have a reference (chunk rows joined per parent).
         loops_collapsed: repetition loops removed by the runaway guard.
+        rows_truncated: ok rows whose text the token cap cut (`_truncated`, finish_reason "length").
         warnings: chunk-joining problems (missing chunks, disagreeing references).
     """
 
@@ -92,6 +93,7 @@ class DatasetScore:
     scored: ScoredSet
     loops_collapsed: int = 0
     warnings: tuple[str, ...] = ()
+    rows_truncated: int = 0
 
     @property
     def rows_failed(self) -> int:
@@ -122,13 +124,14 @@ def score_rows(rows: Iterable[Mapping[str, Any]], reference: ReferenceMode = "au
     Returns:
         Counts by outcome and the WER / CER of ok rows that carry a string `text`.
     """
-    total = ok = unscored = loops = 0
+    total = ok = unscored = loops = truncated = 0
     failed: Counter[str] = Counter()
     audio_s = 0.0
     scorable: list[Mapping[str, Any]] = []
     for row in rows:
         total += 1
         loops += int(row.get("_loops_collapsed") or 0)
+        truncated += row.get("_truncated") is True
         if not _is_ok(row):
             failed[_failure_kind(row)] += 1
             continue
@@ -140,7 +143,7 @@ def score_rows(rows: Iterable[Mapping[str, Any]], reference: ReferenceMode = "au
             unscored += 1
     joined, warnings = join_chunked(scorable, reference)
     scored = corpus_wer([r["text"] for r in joined], [r["pred_text"] for r in joined])
-    return DatasetScore(total, ok, dict(failed), unscored, audio_s, scored, loops, tuple(warnings))
+    return DatasetScore(total, ok, dict(failed), unscored, audio_s, scored, loops, tuple(warnings), truncated)
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ def _rows_dict(report: RunReport) -> dict[str, Any]:
         "failed": score.rows_failed,
         "failed_by_kind": dict(score.rows_failed_by_kind),
         "unscored_no_reference": score.rows_unscored,
+        "truncated": score.rows_truncated,
         "dropped_refs": score.scored.dropped_refs,
         "this_run": report.run_rows,
         "resumed": report.resumed_rows,
@@ -278,6 +282,8 @@ def render_summary_markdown(report: RunReport) -> str:
     ]
     if s.loops_collapsed:
         lines.append(f"- repetition loops collapsed: {s.loops_collapsed}")
+    if s.rows_truncated:
+        lines.append(f"- rows cut by the token cap (`_truncated`): {s.rows_truncated}")
     lines += ["", f"_{SCORER_NOTE} {FAILED_NOTE}_"]
     lines += [f"- warning: {msg}" for msg in s.warnings]
     return "\n".join(lines) + "\n"

@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,15 +42,27 @@ class ShardPlan:
     chunk: sharding.ChunkSpec | None
     positions: range
     total_rows: int
+    row_ids_sha256: str = ""  # of every input row's id, in order: an edited or appended input changes it
 
 
 def plan_shard(source: Source, chunk: sharding.ChunkSpec | None) -> ShardPlan:
     """Select this chunk's contiguous rows; balanced by audio duration when every row has one."""
-    durations = _durations(source)
+    durations, ids_sha256 = _durations_and_ids(source)
     if chunk is None:
-        return ShardPlan(None, range(len(durations)), len(durations))
+        return ShardPlan(None, range(len(durations)), len(durations), ids_sha256)
     ranges = sharding.plan(durations, chunk.count)
-    return ShardPlan(chunk, ranges[chunk.index], len(durations))
+    return ShardPlan(chunk, ranges[chunk.index], len(durations), ids_sha256)
+
+
+def input_key(source: Source, shard: ShardPlan) -> dict[str, Any]:
+    """What the rows come from, compared on resume and merge: the source's identity, row count, id hash.
+
+    A manifest's modification time is recorded in the meta but not compared: its content hash is (a
+    manifest on standard input is copied anew by every run).
+    """
+    identity = dict(source.identity()) if hasattr(source, "identity") else {"name": getattr(source, "name", "")}
+    identity.pop("mtime", None)
+    return {"source": identity, "rows": shard.total_rows, "row_ids_sha256": shard.row_ids_sha256}
 
 
 def run_source(
@@ -64,12 +77,19 @@ def run_source(
     stop: threading.Event | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_rows: Callable[[Sequence[RowResult]], None] | None = None,
+    retry_kinds: Collection[str] | None = None,
 ) -> RunOutcome:
-    """Transcribe this shard of `source` into `output_dir`, resuming what an earlier run wrote."""
+    """Transcribe this shard of `source` into `output_dir`, resuming what an earlier run wrote.
+
+    Everything that can refuse the run (lock, settings, input) is checked before the engine starts.
+    `retry_kinds`: redo the failed rows of these error kinds (empty: every failed row), keep the others.
+    """
     shard = plan_shard(source, chunk)
     meta = _meta(source, settings, model_path, shard)
+    fingerprint = settings.fingerprint(model_path, engine_mod.resolved_dtype(settings.engine, model_path))
     writer = outputs.PredictionWriter.open(
-        output_dir, chunk, settings.fingerprint(model_path), meta, overwrite=overwrite
+        output_dir, chunk, fingerprint, meta, overwrite=overwrite, input_key=input_key(source, shard),
+        retry_kinds=retry_kinds,
     )
     if writer.is_done:
         writer.close()
@@ -96,22 +116,48 @@ def run_source(
     if stats.interrupted:
         writer.close()
     else:
-        writer.finish()
+        writer.finish()  # in input order now
     report = _report(writer.paths.predictions, settings, engine, adapter, stats, warmup_s, resumed)
     report_path = output_dir / f"report{'.' + chunk.label if chunk else ''}.json"
     reports.write_report_json(report_path, report)
     return RunOutcome(writer.paths.predictions, report_path, report, False, resumed, stats.interrupted)
 
 
-def _durations(source: Source) -> list[float | None]:
-    own = getattr(source, "durations", None)
-    if callable(own):
-        return list(own())
-    return sharding.durations_of(source)
+def check_output(
+    source: Source, settings: RunSettings, output_dir: Path, *, model_path: str, chunk: sharding.ChunkSpec | None
+) -> None:
+    """Raise now what `run_source` would refuse (busy output, other settings or input): before an engine start."""
+    shard = plan_shard(source, chunk)
+    fingerprint = settings.fingerprint(model_path, engine_mod.resolved_dtype(settings.engine, model_path))
+    outputs.PredictionWriter.check(output_dir, chunk, fingerprint, input_key(source, shard))
+
+
+def _durations_and_ids(source: Source) -> tuple[list[float | None], str]:
+    """Per-row durations for sharding and the sha256 of the row ids, from one pass (or the source's own)."""
+    own_durations, own_ids = getattr(source, "durations", None), getattr(source, "row_ids", None)
+    if callable(own_durations) and callable(own_ids):  # HF datasets: columns, no audio read
+        return list(own_durations()), ids_sha256(own_ids())
+    digest = hashlib.sha256()
+
+    def hashed(items: Iterable[Utterance | BadRow]) -> Iterator[Utterance | BadRow]:
+        for item in items:
+            digest.update(item.id.encode("utf-8", "surrogatepass") + b"\n")
+            yield item
+
+    return sharding.durations_of(hashed(source)), digest.hexdigest()
+
+
+def ids_sha256(ids: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for row_id in ids:
+        digest.update(row_id.encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()
 
 
 def _todo(source: Source, shard: ShardPlan, done_ids: set[str]) -> Iterator[Utterance | BadRow]:
-    for item in source:
+    own = getattr(source, "iter_positions", None)  # HF datasets: skip earlier shards without reading audio
+    items = own(shard.positions) if callable(own) else source
+    for item in items:
         if item.position >= shard.positions.stop:
             return
         if item.position >= shard.positions.start and item.id not in done_ids:

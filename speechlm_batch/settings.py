@@ -1,7 +1,9 @@
 """One settings object per run, each default declared once.
 
 The CLI builds a `RunSettings` from its options and passes it down whole; `report.json` embeds it, and
-`fingerprint()` (the part that changes transcripts) guards resume against mixing settings.
+`fingerprint()` (the part that changes transcripts) guards resume and merge against mixing settings.
+Every field is classified exactly once: `TRANSCRIPT_FIELDS` (fingerprinted) or `OPERATIONAL_FIELDS` (speed,
+memory, how failures are handled); tests/test_settings.py fails when a new field is in neither.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ class DecodeSettings:
     language: str = DEFAULT_LANGUAGE
     prompt: str = DEFAULT_TASK_PROMPT  # task prompt for chat-style speech LLMs
     audio_placeholder: str = DEFAULT_AUDIO_PLACEHOLDER
-    temperature: float = 0.0  # greedy
     max_tokens: int | None = None  # None = from the audio duration (see adapters.base.max_tokens_for)
     tokens_per_s: float = 12.0  # runaway guard budget: generous for speech (~3 words/s)
     collapse_loops: bool = False  # remove n-gram repetition loops from the output (counted in the report)
@@ -66,6 +67,7 @@ class RunSettings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     window_rows: int = 256  # rows decoded and sent to the engine at once; memory is bounded by this
+    window_audio_s: float = 3600.0  # ... and by this much declared audio per window (rows with a duration)
     decode_workers: int = 2  # threads decoding / resampling the next window while the engine runs
     sort_by_duration: bool = True  # longest first inside a window: fuller batches
     strict: bool = False  # manifest problems are fatal before the engine starts
@@ -73,8 +75,48 @@ class RunSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def fingerprint(self, resolved_model: str) -> str:
-        """Hash of what changes transcripts: resume refuses to mix rows made under another fingerprint."""
-        payload = {"model": resolved_model, "dtype": self.engine.dtype, "decode": asdict(self.decode)}
+    def fingerprint(self, resolved_model: str, resolved_dtype: str | None = None) -> str:
+        """Hash of what changes transcripts: resume and merge refuse to mix rows of two fingerprints.
+
+        Args:
+            resolved_model: the model folder the engine loads (aliases resolved).
+            resolved_dtype: the dtype as the engine will run it (`engine.resolved_dtype`): "auto" is bf16 on
+                one CPU and fp32 on another, so the setting alone would let their chunks merge.
+        """
+        payload = transcript_settings(self)
+        payload["engine.model"] = resolved_model
+        if resolved_dtype is not None:
+            payload["engine.dtype"] = resolved_dtype
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Settings that change what text comes out: fingerprinted. Batch-shape knobs (max_num_seqs, windows) can move
+# floating-point results by an ulp, like any batched run, but do not change what is computed: operational.
+TRANSCRIPT_FIELDS = frozenset({
+    "engine.model", "engine.dtype", "engine.max_model_len", "engine.trust_remote_code", "engine.plugin",
+    "engine.hf_overrides", "engine.tokenizer", "engine.seed",
+    "decode.family", "decode.language", "decode.prompt", "decode.audio_placeholder", "decode.max_tokens",
+    "decode.tokens_per_s", "decode.collapse_loops",
+})
+OPERATIONAL_FIELDS = frozenset({
+    "engine.max_num_seqs", "engine.max_num_batched_tokens", "engine.gpu_memory_utilization",
+    "engine.kv_cache_gib", "engine.tensor_parallel_size", "engine.enforce_eager",
+    "window_rows", "window_audio_s", "decode_workers", "sort_by_duration", "strict",
+})
+
+
+def flat_settings(settings: RunSettings) -> dict[str, Any]:
+    """Every leaf setting by dotted name ("engine.dtype", "window_rows")."""
+    flat: dict[str, Any] = {}
+    for key, value in asdict(settings).items():
+        if isinstance(value, dict) and key in ("engine", "decode"):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def transcript_settings(settings: RunSettings) -> dict[str, Any]:
+    """The fingerprinted settings by dotted name."""
+    return {k: v for k, v in flat_settings(settings).items() if k in TRANSCRIPT_FIELDS}

@@ -104,6 +104,7 @@ class RowResult:
     pieces: int = 0
     loops_collapsed: int = 0  # repetition loops removed from pred_text by the runaway guard
     prompt_tokens: int = 0  # prompt tokens the engine ran, summed over pieces (audio placeholders expanded)
+    truncated: bool = False  # a piece stopped at the token cap (finish_reason "length"): text may be cut
 
     @property
     def ok(self) -> bool:

@@ -2,7 +2,8 @@
 
 `Engine.create` and `resolve_adapter` are replaced by small fakes that "transcribe" every piece to a fixed
 text, so the whole path (option parsing, --strict, resume, writer, report, summary, exit code) runs in a
-second. Codes (errors.py): 0 all rows ok, 1 some rows failed, 2 usage, 3 fatal, 130 interrupted.
+second. Codes (errors.py): 0 complete (failed rows too), 2 usage / other input, 3 fatal, 70 a bug, 75 busy,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -107,18 +108,18 @@ def test_all_rows_ok_exits_0(fake_engine, model_dir, clips, tmp_path):
     out = tmp_path / "out"
     code, text = invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out, "--window", "2")
     assert code == errors.EXIT_OK, text
-    rows = sorted(_rows(out), key=lambda r: r["_position"])  # written in completion order
+    rows = _rows(out)  # in input order once the run completed
     assert [r["_id"] for r in rows] == ["c0", "c1", "c2", "c3"]
     assert all(r["pred_text"] == FAKE_TEXT and "error" not in r for r in rows)
     assert json.loads((out / "report.json").read_text())["rows"]["failed"] == 0
 
 
-def test_failed_rows_exit_1_and_are_counted_by_kind(fake_engine, model_dir, clips, tmp_path):
+def test_failed_rows_exit_0_complete_and_are_counted_by_kind(fake_engine, model_dir, clips, tmp_path):
     lines = [*_good(clips, 2), json.dumps({"audio_filepath": str(tmp_path / "gone.wav"), "id": "gone"}), "{not json"]
     manifest = _manifest(tmp_path / "mixed.jsonl", lines)
     out = tmp_path / "out"
     code, text = invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out)
-    assert code == errors.EXIT_ROWS_FAILED, text
+    assert code == errors.EXIT_OK, text  # complete: a Slurm `afterok` merge still runs
     rows = {r["_id"]: r for r in _rows(out)}
     assert rows["gone"]["error"]["kind"] == "missing_file"
     assert rows["L4"]["error"] == {"kind": "bad_row", "message": rows["L4"]["error"]["message"]}
@@ -172,14 +173,14 @@ def test_usage_errors_exit_2(fake_engine, model_dir, clips, tmp_path, args):
     assert not (tmp_path / "out").exists()
 
 
-def test_resume_with_other_settings_exits_3_and_keeps_the_rows(fake_engine, model_dir, clips, tmp_path):
+def test_resume_with_other_settings_exits_2_and_keeps_the_rows(fake_engine, model_dir, clips, tmp_path):
     manifest = _manifest(tmp_path / "ok.jsonl", _good(clips, 2))
     out = tmp_path / "out"
     assert invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out)[0] == errors.EXIT_OK
     before = (out / "predictions.jsonl").read_bytes()
     (out / "predictions.done.json").unlink()  # an unfinished run: rows to protect
     code, text = invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out, "--language", "de")
-    assert code == errors.EXIT_FATAL, text
+    assert code == errors.EXIT_USAGE, text
     assert "fingerprint" in text and "--overwrite" in text
     assert (out / "predictions.jsonl").read_bytes() == before
     code, text = invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out, "--language", "de", "--overwrite")
@@ -223,3 +224,77 @@ def test_trust_remote_code_is_off_unless_asked(fake_engine, model_dir, clips, tm
     assert [s["trust_remote_code"] for s in starts] == [False, True]
     settings = json.loads((tmp_path / "a" / "report.json").read_text())["settings"]
     assert settings["engine"]["trust_remote_code"] is False
+
+
+def test_other_input_into_the_same_output_is_refused_before_the_engine_starts(fake_engine, model_dir, clips, tmp_path):
+    starts, _ = fake_engine
+    a = _manifest(tmp_path / "a.jsonl", _good(clips, 2))
+    b = _manifest(tmp_path / "b.jsonl", _good(clips, 3)[1:])
+    out = tmp_path / "out"
+    assert invoke("transcribe", a, "--model", model_dir, "--output-dir", out)[0] == errors.EXIT_OK
+    before = (out / "predictions.jsonl").read_bytes()
+    code, text = invoke("transcribe", b, "--model", model_dir, "--output-dir", out)
+    assert code == errors.EXIT_USAGE, text
+    assert "another input" in text and "--overwrite" in text and "complete already" not in text
+    # An appended manifest is another input too, even at the same path.
+    a.write_text(a.read_text() + _good(clips, 3)[2] + "\n")
+    code, text = invoke("transcribe", a, "--model", model_dir, "--output-dir", out)
+    assert code == errors.EXIT_USAGE and "rows: 2 -> 3" in text, text
+    assert len(starts) == 1 and (out / "predictions.jsonl").read_bytes() == before
+    code, text = invoke("transcribe", a, "--model", model_dir, "--output-dir", out, "--overwrite")
+    assert code == errors.EXIT_OK and len(_rows(out)) == 3, text
+
+
+def test_a_busy_output_exits_75_naming_the_holder(fake_engine, model_dir, clips, tmp_path):
+    import os
+
+    from speechlm_batch.outputs import PredictionWriter
+
+    starts, _ = fake_engine
+    manifest = _manifest(tmp_path / "ok.jsonl", _good(clips, 2))
+    out = tmp_path / "out"
+    holder = PredictionWriter.open(out, None, "other", {}, False)
+    try:
+        code, text = invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out)
+    finally:
+        holder.close()
+    assert code == errors.EXIT_BUSY, text
+    assert f"pid {os.getpid()}" in text and starts == []
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(OSError(28, "No space left on device"), errors.EXIT_FATAL), (RuntimeError("a bug"), errors.EXIT_BUG)],
+    ids=["disk-full", "bug"],
+)
+def test_unexpected_failures_get_their_own_codes(fake_engine, model_dir, clips, tmp_path, monkeypatch, error, expected):
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(runner.pipeline, "run", broken)
+    manifest = _manifest(tmp_path / "ok.jsonl", _good(clips, 2))
+    code, text = invoke("transcribe", manifest, "--model", model_dir, "--output-dir", tmp_path / "out")
+    assert code == expected, text
+    assert str(error.args[-1]) in text
+
+
+def test_retry_failed_redoes_only_the_failed_rows(fake_engine, model_dir, clips, tmp_path):
+    starts, _ = fake_engine
+    late = tmp_path / "late.wav"
+    lines = [*_good(clips, 2), json.dumps({"audio_filepath": str(late), "text": FAKE_TEXT, "id": "late"})]
+    manifest = _manifest(tmp_path / "m.jsonl", lines)
+    out = tmp_path / "out"
+    assert invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out)[0] == errors.EXIT_OK
+    first = {r["_id"]: r for r in _rows(out)}
+    assert first["late"]["error"]["kind"] == "missing_file"
+    sf.write(late, np.zeros(4000, dtype=np.float32) + 0.05, 16000)  # the file system hiccup is over
+    code, text = invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out, "--retry-failed", "engine")
+    assert code == errors.EXIT_OK and "nothing to do" in text, text  # no engine failures to redo
+    code, text = invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out, "--retry-failed", "all")
+    assert code == errors.EXIT_OK, text
+    rows = _rows(out)
+    assert [r["_id"] for r in rows] == ["c0", "c1", "late"] and "error" not in rows[2]
+    assert [r for r in rows[:2]] == [first["c0"], first["c1"]]  # kept as they were
+    assert len(starts) == 2
+    code, text = invoke("transcribe", manifest, "--model", model_dir, "--output-dir", out, "--retry-failed", "bogus")
+    assert code == errors.EXIT_USAGE and "unknown error kind bogus" in text, text

@@ -192,3 +192,22 @@ def test_dataset_without_transcripts_is_transcribed_without_references(tmp_path)
     items = list(source)
     assert source.text_column is None and source.dropped_rows == 0
     assert [(u.id, u.text, u.row["text"]) for u in items] == [("0", None, None), ("1", None, None)]
+
+
+def test_a_shard_reads_only_its_own_rows_with_the_ids_of_a_whole_pass(tmp_path, monkeypatch):
+    ds = make_dataset({"text": ["a", "b", "c", "d"], "id": ["x", "same", "same", "y"]}, [0.2, 0.2, 0.2, 0.2])
+    ds.save_to_disk(str(tmp_path / "set"))
+    source = open_hf(tmp_path / "set")
+    whole = list(source)
+    assert source.row_ids() == [u.id for u in whole] == ["x", "same", "same#2", "y"]
+    built: list[int] = []
+    original = HfSource._item
+
+    def counting(self, row, index, position, seen):
+        built.append(index)
+        return original(self, row, index, position, seen)
+
+    monkeypatch.setattr(HfSource, "_item", counting)
+    shard = list(source.iter_positions(range(2, 4)))
+    assert built == [2, 3]  # rows 0 and 1 (and their audio bytes) were never touched
+    assert [(u.id, u.position) for u in shard] == [(u.id, u.position) for u in whole[2:]]

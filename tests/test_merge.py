@@ -130,3 +130,16 @@ def test_no_chunks_or_mixed_counts(tmp_path):
 )
 def test_compress_indices(indices, text):
     assert compress_indices(indices) == text
+
+
+def test_chunks_of_different_inputs_are_not_merged(tmp_path):
+    keys = [{"source": {"path": "/d/a.jsonl"}, "rows": N_ROWS, "row_ids_sha256": "a"}] * 2
+    keys.append({"source": {"path": "/d/b.jsonl"}, "rows": N_ROWS, "row_ids_sha256": "b"})
+    for k, rows in enumerate(plan([None] * N_ROWS, 3)):
+        writer = PredictionWriter.open(tmp_path, ChunkSpec(k, 3), "fp", {}, False, input_key=keys[k])
+        writer.write_window([result(p) for p in rows])
+        writer.finish()
+    res = merge(tmp_path, expected_count=N_ROWS)
+    assert not res.ok and res.input_mismatch and res.rerun_array == ""
+    assert any("different inputs" in p and "chunks 0-1" in p and "chunks 2" in p for p in res.problems())
+    assert not OutputPaths.of(tmp_path, None).predictions.exists()

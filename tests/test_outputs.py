@@ -193,3 +193,120 @@ def test_empty_file_under_other_fingerprint_restarts(tmp_path):
 def test_finished_empty_chunk_stays_done(tmp_path):
     open_writer(tmp_path).finish()  # a chunk with no rows (fewer rows than chunks)
     assert open_writer(tmp_path).is_done
+
+
+# -- lock, input identity, retry, order ------------------------------------------------------------------
+
+KEY_A = {"source": {"path": "/d/a.jsonl", "bytes": 10}, "rows": 3, "row_ids_sha256": "aaa"}
+KEY_B = {"source": {"path": "/d/b.jsonl", "bytes": 12}, "rows": 4, "row_ids_sha256": "bbb"}
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
+    import os
+    import socket
+
+    from speechlm_batch.errors import EXIT_BUSY, OutputBusyError
+
+    first = open_writer(tmp_path)
+    with pytest.raises(OutputBusyError) as caught:
+        open_writer(tmp_path)
+    assert f"pid {os.getpid()}" in str(caught.value) and socket.gethostname() in str(caught.value)
+    assert caught.value.exit_code == EXIT_BUSY
+    first.write_window([ok(0)])
+    first.finish()  # releases
+    open_writer(tmp_path).close()
+
+
+def test_the_lock_goes_with_its_process(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from speechlm_batch.outputs import PredictionWriter as W; "
+        f"w = W.open({str(tmp_path)!r}, None, 'fp1', {{}}, False); print('locked', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        from speechlm_batch.errors import OutputBusyError
+
+        with pytest.raises(OutputBusyError, match=f"pid {holder.pid}"):
+            open_writer(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    open_writer(tmp_path).close()  # killed holder: its lock is gone
+
+
+def _open_keyed(folder, key, retry=None, fingerprint="fp1"):
+    return PredictionWriter.open(folder, None, fingerprint, META, False, input_key=key, retry_kinds=retry)
+
+
+def test_other_input_is_refused_even_when_complete_and_the_same_input_resumes(tmp_path):
+    writer = _open_keyed(tmp_path, KEY_A)
+    writer.write_window([ok(0)])
+    writer.close()  # unfinished
+    with pytest.raises(ResumeMismatchError, match="another input") as caught:
+        _open_keyed(tmp_path, KEY_B)
+    assert "rows: 3 -> 4" in str(caught.value) and "--overwrite" in caught.value.hint
+    writer = _open_keyed(tmp_path, KEY_A)
+    assert writer.done_ids == {"u0"}
+    writer.write_window([ok(1), ok(2)])
+    writer.finish()
+    with pytest.raises(ResumeMismatchError):  # "complete already" must not hide another input
+        _open_keyed(tmp_path, KEY_B)
+    with pytest.raises(ResumeMismatchError):
+        PredictionWriter.check(tmp_path, None, "fp1", KEY_B)
+    PredictionWriter.check(tmp_path, None, "fp1", KEY_A)
+    assert _open_keyed(tmp_path, KEY_A).is_done
+
+
+def test_retry_failed_removes_only_failed_rows_of_the_kinds_asked(tmp_path):
+    engine_failed = RowResult(ok(3).utterance, None, RowError(ErrorKind.ENGINE, "x: engine"))
+    writer = _open_keyed(tmp_path, KEY_A)
+    writer.write_window([ok(0), failed(1), ok(2), engine_failed])
+    writer.finish()
+    writer = _open_keyed(tmp_path, KEY_A, retry={"engine"})
+    assert writer.retried_rows == 1 and writer.done_ids == {"u0", "u1", "u2"} and not writer.is_done
+    writer.close()
+    writer = _open_keyed(tmp_path, KEY_A, retry=set())  # every kind
+    assert writer.retried_rows == 1 and writer.done_ids == {"u0", "u2"}
+    writer.write_window([ok(1), ok(3)])
+    writer.finish()
+    rows = list(read_predictions(tmp_path / "predictions.jsonl"))
+    assert [r["_id"] for r in rows] == ["u0", "u1", "u2", "u3"] and not any("error" in r for r in rows)
+
+
+def test_finish_puts_rows_in_input_order(tmp_path):
+    writer = open_writer(tmp_path)
+    writer.write_window([ok(2), ok(0)])
+    writer.write_window([failed(1)])
+    before = sorted((tmp_path / "predictions.jsonl").read_bytes().splitlines(keepends=True))
+    marker = writer.finish()
+    data = (tmp_path / "predictions.jsonl").read_bytes()
+    assert [r["_position"] for r in read_predictions(tmp_path / "predictions.jsonl")] == [0, 1, 2]
+    assert sorted(data.splitlines(keepends=True)) == before  # the same lines, only reordered
+    assert file_digest(tmp_path / "predictions.jsonl") == (marker["bytes"], marker["sha256"])
+
+
+def test_a_whole_run_is_byte_identical_to_the_merge_of_its_chunks(tmp_path):
+    from speechlm_batch.merge import merge
+    from speechlm_batch.sharding import plan
+
+    results = [ok(p, text=f"t{p}") if p % 3 else failed(p) for p in range(7)]
+    whole = open_writer(tmp_path / "whole")
+    whole.write_window(results[::-1])
+    whole.finish()
+    for k, positions in enumerate(plan([None] * 7, 3)):
+        writer = open_writer(tmp_path / "chunks", chunk=ChunkSpec(k, 3))
+        writer.write_window([results[p] for p in reversed(positions)])
+        writer.finish()
+    merged = merge(tmp_path / "chunks", expected_count=7)
+    assert merged.ok
+    assert merged.merged.read_bytes() == (tmp_path / "whole" / "predictions.jsonl").read_bytes()
+
+
+def test_truncated_rows_are_marked():
+    row = result_to_dict(RowResult(ok(0).utterance, "cut off", None, 1.0, 1, truncated=True))
+    assert row["_truncated"] is True
+    assert "_truncated" not in result_to_dict(ok(1))

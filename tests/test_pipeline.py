@@ -54,3 +54,57 @@ def test_collapse_loops_counts_what_it_removed():
     text, fired = collapse_loops("thank you " * 10 + "bye")
     assert text == "thank you thank you bye" and fired == 1
     assert collapse_loops("no no no") == ("no no no", 0)
+
+
+def test_windows_are_bounded_by_declared_audio_seconds_as_well_as_rows():
+    import threading
+
+    from speechlm_batch.pipeline import _windows
+    from speechlm_batch.types import BadRow, RowError
+
+    def utt(i, seconds):
+        return Utterance(id=str(i), position=i, audio_filepath="a.wav", row={}, duration_s=seconds)
+
+    items = [utt(0, 3000.0), utt(1, 3000.0), utt(2, 100.0), utt(3, None),
+             BadRow("b", 4, "{", RowError(ErrorKind.BAD_ROW, "x")), utt(5, 4000.0), utt(6, 1.0)]
+    sizes = [[item.position for item in w] for w in _windows(items, 4, 3600.0, threading.Event())]
+    # A row longer than the bound gets a window of its own; rows without a duration count as 0 s.
+    assert sizes == [[0], [1, 2, 3, 4], [5], [6]]
+    by_rows = [len(w) for w in _windows(items, 2, 1e9, threading.Event())]
+    assert by_rows == [2, 2, 2, 1]
+
+
+def test_nothing_is_submitted_after_a_stop():
+    import threading
+
+    from fakes import FakeAdapter, FakeEngine
+
+    from speechlm_batch.outputs import InMemoryWriter
+    from speechlm_batch.pipeline import run
+    from speechlm_batch.settings import RunSettings
+
+    stop = threading.Event()
+    utts = [Utterance(id=f"u{i}", position=i, audio_filepath="a.wav", row={},
+                      audio=(np.full(1600, 0.1, dtype=np.float32), 16000)) for i in range(12)]
+
+    class StoppingEngine(FakeEngine):
+        def run(self, requests, max_in_flight):
+            for completion in super().run(requests, max_in_flight):
+                if self.completed == 3:
+                    stop.set()  # as the SIGINT handler does, while window 1 is submitted and window 2 decoded
+                yield completion
+
+    engine, sink = StoppingEngine(lambda _id: "hi"), InMemoryWriter()
+    stats = run(utts, engine=engine, adapter=FakeAdapter(), sink=sink, settings=RunSettings(window_rows=4), stop=stop)
+    assert stats.interrupted and engine.completed == 3
+    assert sorted(r["_id"] for r in sink.rows) == ["u0", "u1", "u2"]  # the rows in flight, written
+
+
+def test_a_piece_cut_by_the_token_cap_marks_its_row_truncated():
+    samples = np.full(16000 * 50, 0.1, dtype=np.float32)
+    asm = _Assembler(_Adapter(), collapse=False)
+    asm.open(_utt(), Audio(samples, 16000))
+    asm.complete(Completion(("u", 0), "a", finish_reason="stop"))
+    asm.complete(Completion(("u", 1), "b b b", finish_reason="length"))
+    [row] = asm.finished
+    assert row.truncated and row.pred_text == "a b b b"

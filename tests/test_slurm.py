@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from speechlm_batch import errors
 from speechlm_batch.cli import app
 from speechlm_batch.errors import UsageError
 from speechlm_batch.outputs import PredictionWriter, read_predictions
@@ -163,7 +164,7 @@ def write_chunks(folder: Path, count: int = 3, skip=(), unfinished=()) -> None:
 def test_merge_lists_missing_chunks_and_the_rerun_command(tmp_path):
     write_chunks(tmp_path, count=4, skip=(1,), unfinished=(2,))
     result = CliRunner().invoke(app, ["merge", str(tmp_path), "--script", "/jobs/run.sbatch"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == errors.EXIT_MERGE_INCOMPLETE, result.output
     assert "missing chunks: 1" in result.output
     assert "unfinished chunks (no matching done marker): 2" in result.output
     assert "sbatch --array=1-2 /jobs/run.sbatch" in result.output
@@ -173,7 +174,7 @@ def test_merge_lists_missing_chunks_and_the_rerun_command(tmp_path):
 def test_merge_without_script_names_a_placeholder(tmp_path):
     write_chunks(tmp_path, count=3, skip=(0, 2))
     result = CliRunner().invoke(app, ["merge", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == errors.EXIT_MERGE_INCOMPLETE
     assert "sbatch --array=0,2 <your array script>" in result.output
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from speechlm_batch import logs, runner, sharding
 from speechlm_batch.cli import console as ui
-from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED
+from speechlm_batch.cli.options import parse_retry_kinds
+from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from speechlm_batch.settings import RunSettings
 
 def resolve_chunk(option: str | None) -> sharding.ChunkSpec | None:
@@ -56,7 +57,18 @@ def install_stop_handlers() -> threading.Event:
     return stop
 
 
-def run_with_progress(source, settings: RunSettings, output_dir: Path, *, model_path: str, chunk, overwrite: bool, label: str):
+def retry_kinds(run) -> frozenset[str] | None:
+    """--retry-failed parsed (None when not given); with --overwrite there is nothing to retry."""
+    kinds = parse_retry_kinds(run.values.get("retry_failed"))
+    if kinds is not None and run.overwrite:
+        raise UsageError("--retry-failed keeps the rows that succeeded, --overwrite deletes them: give one")
+    return kinds
+
+
+def run_with_progress(
+    source, settings: RunSettings, output_dir: Path, *, model_path: str, chunk, overwrite: bool, label: str,
+    retry: frozenset[str] | None = None,
+):
     """runner.run_source with a rich progress bar; returns the outcome."""
     stop = install_stop_handlers()
     with ui.progress() as bar:
@@ -70,7 +82,7 @@ def run_with_progress(source, settings: RunSettings, output_dir: Path, *, model_
 
         return runner.run_source(
             source, settings, output_dir, model_path=model_path, chunk=chunk, overwrite=overwrite,
-            stop=stop, on_start=on_start, on_rows=on_rows,
+            stop=stop, on_start=on_start, on_rows=on_rows, retry_kinds=retry,
         )
 
 
@@ -90,4 +102,4 @@ def finish(outcome: runner.RunOutcome, title: str, log: logs.LogPlan | None = No
     if outcome.interrupted:
         ui.console.print("[yellow]interrupted: rerun the same command to resume where it stopped[/yellow]")
         return EXIT_INTERRUPTED
-    return EXIT_ROWS_FAILED if failed else EXIT_OK
+    return EXIT_OK  # complete: failed rows are in the file and the report, and a rerun will not change them

@@ -85,7 +85,8 @@ def run_summary(report: Mapping[str, Any], title: str) -> Table:
     table = Table(title=title, show_header=False, box=box.SIMPLE, title_justify="left")
     table.add_column("measure", style="bold", no_wrap=True)
     table.add_column("value", no_wrap=True)
-    table.add_row("rows", f"{rows['ok']} ok, {rows['failed']} failed")
+    cut = f", {rows['truncated']} cut by the token cap" if rows.get("truncated") else ""
+    table.add_row("rows", f"{rows['ok']} ok, {rows['failed']} failed{cut}")
     table.add_row("audio", f"{report['audio_s'] / 3600:.3f} h ({report['audio_s']:.1f} s)")
     if scored:
         table.add_row("WER", f"{_fmt(wer.get('wer_percent'))} %  (S / D / I {_sdi(wer)} of {scored} words)")

@@ -1,6 +1,6 @@
 """`speechlm-batch eval`: Open ASR Leaderboard sets or any HF dataset, one engine, leaderboard-exact scores.
 
-Exit codes as transcribe: 0 every row transcribed, 1 some rows failed (still scored without them), 2 usage,
+Exit codes as transcribe (errors.py): 0 complete (failed rows are scored without them and counted), 2 usage,
 3 a dataset or the model is not available, 130 interrupted (rerun to resume).
 """
 
@@ -15,7 +15,7 @@ from speechlm_batch import evaluation, preflight
 from speechlm_batch.cli import common
 from speechlm_batch.cli import console as ui
 from speechlm_batch.cli.options import INPUT, OutputDirOpt, RunArgs, run_options
-from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROWS_FAILED, UsageError
+from speechlm_batch.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from speechlm_batch.models.store import resolve_model
 from speechlm_batch.sources.leaderboard import GROUPS, REGISTRY
 
@@ -75,7 +75,8 @@ Re-score the written files later, without a model:
 
 Writes per dataset a leaderboard file MODEL_*_DATASET_*.jsonl, then
 results.json, results.md and results.html.
-"""
+
+""" + EXIT_CODES_HELP + "\n"
 
 
 @run_options("eval")
@@ -93,11 +94,12 @@ def eval_command(
     """Transcribe and score leaderboard sets or an HF dataset; write leaderboard files and results.*."""
     settings, model = run.settings, run.settings.engine.model
     chunk_spec = common.resolve_chunk(run.chunk)
+    retry = common.retry_kinds(run)
     targets = _targets(dataset, hf_dataset, config, split, limit, datasets_dir)  # before the model loads
     model_path = resolve_model(model)
     preflight.check_run(settings, model_path, output_dir)  # seconds, before an engine start of minutes
     with common.run_logging(output_dir, chunk_spec, run.log_level, "eval") as log:
-        outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, run.overwrite)
+        outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, run.overwrite, retry)
     code = _finish(outcome, model, output_dir)
     ui.console.print(common.log_note(log), highlight=False)
     raise typer.Exit(code)
@@ -112,7 +114,7 @@ def _targets(dataset, hf_dataset, config, split, limit, datasets_dir) -> list[ev
     return evaluation.targets_from_names(dataset, mirror=datasets_dir, limit=limit)
 
 
-def _run(targets, settings, output_dir, model_path, model, chunk_spec, overwrite) -> evaluation.EvalOutcome:
+def _run(targets, settings, output_dir, model_path, model, chunk_spec, overwrite, retry) -> evaluation.EvalOutcome:
     stop = common.install_stop_handlers()
     with ui.progress() as bar:
         current: dict[str, int] = {}
@@ -129,7 +131,7 @@ def _run(targets, settings, output_dir, model_path, model, chunk_spec, overwrite
         hooks = evaluation.EvalHooks(dataset_started, rows_started, rows_done)
         return evaluation.run_eval(
             targets, settings, output_dir, model_path=model_path, model_id=model, chunk=chunk_spec,
-            overwrite=overwrite, stop=stop, hooks=hooks,
+            overwrite=overwrite, stop=stop, hooks=hooks, retry_kinds=retry,
         )
 
 
@@ -145,7 +147,7 @@ def _finish(outcome: evaluation.EvalOutcome, model: str, output_dir: Path) -> in
     if outcome.interrupted:
         ui.console.print("[yellow]interrupted: rerun the same command to resume where it stopped[/yellow]")
         return EXIT_INTERRUPTED
-    return EXIT_ROWS_FAILED if outcome.rows_failed else EXIT_OK
+    return EXIT_OK  # failed rows are counted in the results
 
 
 def show_results(outcome: evaluation.EvalOutcome, title: str) -> None:

@@ -1,7 +1,8 @@
 """`speechlm-batch merge OUTPUT_DIR`: join a Slurm array run's chunks into one predictions file and report.
 
-Exit codes: 0 merged; 1 chunks missing or unfinished (the rerun command is printed); 3 the chunks disagree
-(settings, duplicate or missing rows), which a rerun alone will not fix.
+Exit codes: 0 merged (failed rows included, with their `error`, and counted); 4 chunks missing or unfinished
+(the rerun command is printed); 5 the chunks disagree (settings, input, duplicate or missing rows), which a
+rerun alone will not fix.
 """
 
 from __future__ import annotations
@@ -17,11 +18,16 @@ import typer
 from speechlm_batch import merge as merge_mod
 from speechlm_batch import reports
 from speechlm_batch.cli import console as ui
-from speechlm_batch.errors import EXIT_FATAL, EXIT_OK, EXIT_ROWS_FAILED
+from speechlm_batch.errors import EXIT_MERGE_CONFLICT, EXIT_MERGE_INCOMPLETE, EXIT_OK
 from speechlm_batch.outputs import read_json, read_predictions
 from speechlm_batch.sharding import ChunkSpec
 
 SCRIPT_PLACEHOLDER = "<your array script>"
+EXIT_CODES = (
+    "Exit codes: 0 merged (failed rows are kept with their `error` and counted), 4 chunks missing or "
+    "unfinished (the command rerunning them is printed), 5 the chunks disagree (settings, input, rows twice or "
+    "missing): a rerun alone will not fix it."
+)
 
 
 def merge(
@@ -43,7 +49,9 @@ def merge(
     report_dict = report.to_dict()
     ui.out.print(ui.run_summary(report_dict, f"{output_dir.name} · {result.chunk_count} chunks merged"))
     ui.console.print(f"predictions: {result.merged}\nreport: {report_path}")
-    raise typer.Exit(EXIT_ROWS_FAILED if result.rows_failed else EXIT_OK)
+    if result.rows_failed:
+        ui.console.print(f"[yellow]{result.rows_failed} rows failed[/yellow] (their `error` says why; `--retry-failed` redoes them)")
+    raise typer.Exit(EXIT_OK)
 
 
 def rerun_command(array: str, script: Path | None) -> str:
@@ -58,11 +66,11 @@ def _explain_failure(result: merge_mod.MergeResult, script: Path | None) -> int:
         ui.console.print(f"  - {problem}", markup=False, highlight=False)
     if not result.rerun_array:
         ui.console.print("the chunks disagree: rerun them with --overwrite, or check the folder holds one run")
-        return EXIT_FATAL
+        return EXIT_MERGE_CONFLICT
     ui.console.print("rerun only those chunks (each resumes where it stopped), then merge again:")
     # stdout, unwrapped: scripts and users copy this line as is.
     ui.out.print(rerun_command(result.rerun_array, script), soft_wrap=True, markup=False, highlight=False)
-    return EXIT_ROWS_FAILED
+    return EXIT_MERGE_INCOMPLETE
 
 
 def _expected_rows(output_dir: Path) -> int | None:

@@ -30,6 +30,7 @@ import typer
 from speechlm_batch import settings as s
 from speechlm_batch.adapters import FAMILIES
 from speechlm_batch.errors import UsageError
+from speechlm_batch.types import ErrorKind
 
 E, D, R = s.EngineSettings(), s.DecodeSettings(), s.RunSettings()
 
@@ -112,6 +113,20 @@ def parse_json_object(name: str) -> Callable[[str | None], dict | None]:
         return parsed
 
     return parse
+
+
+def parse_retry_kinds(value: str | None) -> frozenset[str] | None:
+    """--retry-failed: None (not asked), every kind (empty set), or the named error kinds."""
+    if value is None:
+        return None
+    names = {part.strip() for part in value.split(",") if part.strip()}
+    if names in ({"all"}, set()):
+        return frozenset()
+    known = {kind.value for kind in ErrorKind}
+    unknown = sorted(names - known)
+    if unknown:
+        raise UsageError(f"--retry-failed: unknown error kind {', '.join(unknown)}; known: all, {', '.join(sorted(known))}")
+    return frozenset(names)
 
 
 RUN_OPTIONS: tuple[RunOption, ...] = (
@@ -252,6 +267,12 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         target="run.window_rows", extra={"metavar": "ROWS"},
     ),
     RunOption(
+        "window_seconds", float, R.window_audio_s, ("--window-seconds",), ENGINE,
+        "Most declared audio seconds (manifest `duration`) per window, besides --window rows: bounds memory "
+        "for long files.",
+        target="run.window_audio_s", extra={"metavar": "SECONDS"},
+    ),
+    RunOption(
         "decode_workers", int, R.decode_workers, ("--decode-workers",), ENGINE,
         "Threads decoding and resampling the next window's audio while the engine runs.",
         target="run.decode_workers", extra={"metavar": "N"},
@@ -277,6 +298,12 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(
         "overwrite", bool, False, ("--overwrite",), SHARDING,
         "Delete this shard's earlier predictions and start over. Default: resume, skipping rows already written.",
+    ),
+    RunOption(
+        "retry_failed", Optional[str], None, ("--retry-failed",), SHARDING,
+        "Redo the rows that failed, keeping the others: all, or error kinds, comma-separated (e.g. "
+        "engine,unreadable).",
+        parse=parse_retry_kinds, extra={"metavar": "KINDS"},
     ),
 )
 

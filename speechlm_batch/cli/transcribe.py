@@ -10,7 +10,7 @@ import typer
 from speechlm_batch import preflight
 from speechlm_batch.cli import common
 from speechlm_batch.cli.options import INPUT, OutputDirOpt, RunArgs, run_options
-from speechlm_batch.errors import UsageError
+from speechlm_batch.errors import EXIT_CODES_HELP, UsageError
 from speechlm_batch.models.store import resolve_model
 from speechlm_batch.sources import ManifestSource, open_input
 from speechlm_batch.sources.manifest import validate_manifest
@@ -32,10 +32,9 @@ Shard 3 of 16 (Slurm arrays set it for you), then merge the shards:
   [cyan]speechlm-batch transcribe data.jsonl --chunk 3/16 -o out/[/cyan]
   [cyan]speechlm-batch merge out/[/cyan]
 
-Rerunning a command resumes it. Exit codes: 0 every row ok, 1 some rows
-failed (see their `error`), 2 usage error, 3 the run could not start or
-finish, 130 interrupted (rerun to resume).
-"""
+Rerunning a command resumes it; --retry-failed redoes the rows that failed.
+
+""" + EXIT_CODES_HELP + "\n"
 
 
 @run_options("transcribe")
@@ -59,6 +58,7 @@ def transcribe(
     """
     keys = (run.values["audio_key"], run.values["text_key"])
     chunk_spec = common.resolve_chunk(run.chunk)
+    retry = common.retry_kinds(run)
     model_path = resolve_model(run.settings.engine.model)
     preflight.check_run(run.settings, model_path, output_dir)  # seconds, before an engine start of minutes
     source = open_input(input_spec, keys, stdin_copy=output_dir / "stdin.jsonl")
@@ -71,6 +71,6 @@ def transcribe(
     with common.run_logging(output_dir, chunk_spec, run.log_level, "transcribe") as log:
         outcome = common.run_with_progress(
             source, run.settings, output_dir, model_path=model_path, chunk=chunk_spec,
-            overwrite=run.overwrite, label=label,
+            overwrite=run.overwrite, label=label, retry=retry,
         )
     raise typer.Exit(common.finish(outcome, f"{label} · {run.settings.engine.model}", log))

@@ -152,13 +152,33 @@ class HfSource:
 
     # -- the rows --------------------------------------------------------------------------------------
 
+    def row_ids(self) -> list[str]:
+        """Each kept row's id as iteration gives it, from the id column alone (no audio is read)."""
+        kept = self.kept_indices()
+        if self.id_column and kept:
+            values = self._dataset.select_columns([self.id_column]).select(kept)[self.id_column]
+        else:
+            values = [None] * len(kept)
+        ids: list[str] = []
+        seen: set[str] = set()
+        for index, value in zip(kept, values, strict=True):
+            row_id = _row_id(value, index, seen)
+            seen.add(row_id)
+            ids.append(row_id)
+        return ids
+
     def __iter__(self) -> Iterator[Utterance | BadRow]:
+        return self.iter_positions(range(len(self.kept_indices())))
+
+    def iter_positions(self, positions: range) -> Iterator[Utterance | BadRow]:
+        """The rows at `positions` only: a shard reads its own rows' audio, not that of every earlier row."""
         kept = self.kept_indices()
         columns = [c for c in self._dataset.column_names if c == self.audio_column or _is_scalar(self._dataset, c)]
         table = self._dataset.select_columns(columns)
-        seen: set[str] = set()
-        for start in range(0, len(kept), BATCH_ROWS):
-            indices = kept[start : start + BATCH_ROWS]
+        first, stop = max(positions.start, 0), min(positions.stop, len(kept))
+        seen: set[str] = set(self.row_ids()[:first]) if first else set()  # ids renamed as in a whole pass
+        for start in range(first, stop, BATCH_ROWS):
+            indices = kept[start : min(start + BATCH_ROWS, stop)]
             batch = table[indices]  # one Arrow take per batch: a dict of column lists
             for offset, index in enumerate(indices):
                 row = {c: batch[c][offset] for c in columns}
@@ -167,9 +187,7 @@ class HfSource:
                 yield item
 
     def _item(self, row: dict[str, Any], index: int, position: int, seen: set[str]) -> Utterance | BadRow:
-        row_id = str(row[self.id_column]) if self.id_column and row.get(self.id_column) is not None else str(index)
-        if row_id in seen:
-            row_id = f"{row_id}#{index}"
+        row_id = _row_id(row.get(self.id_column) if self.id_column else None, index, seen)
         audio_value = row.pop(self.audio_column)
         out_row = self._out_row(row, index, row_id, audio_value)
         label = f"{self.name}[{index}] ({row_id})"
@@ -215,6 +233,12 @@ class HfSource:
 
     def __repr__(self) -> str:
         return f"HfSource({self.name!r}, text={self.text_column!r}, audio={self.audio_column!r})"
+
+
+def _row_id(value: Any, index: int, seen: set[str]) -> str:
+    """The dataset's id (else the row's index), made unique by its index when seen before."""
+    row_id = str(value) if value is not None else str(index)
+    return f"{row_id}#{index}" if row_id in seen else row_id
 
 
 class _AudioProblem(Exception):
