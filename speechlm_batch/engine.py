@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from speechlm_batch import nemo_plugin
+from speechlm_batch import nemo_plugin, procgroup
 from speechlm_batch.adapters.base import EngineRequest, ModelInfo
 from speechlm_batch.errors import EngineError
 from speechlm_batch.settings import CPU_KV_CACHE_GIB, GPU_HOST_THREADS, EngineSettings
@@ -164,7 +164,8 @@ class Engine:
         except ImportError as e:
             raise EngineError(f"vLLM is not importable: {e}", hint="install the [cpu] or [gpu] extra") from e
         try:
-            llm = LLM(**kwargs)
+            with procgroup.engine_processes_apart():  # a Ctrl-C to the CLI's group must not kill the engine
+                llm = LLM(**kwargs)
         except Exception as e:  # vLLM raises many types at start-up; all of them end the run
             raise EngineError(f"vLLM could not start {model_path}: {type(e).__name__}: {e}") from e
         return cls(llm, _model_info(llm, model_path, cpu), time.perf_counter() - start, kwargs, environment=environment)
@@ -216,7 +217,11 @@ class Engine:
         if not self.llm.llm_engine.has_unfinished_requests():
             # Never block on an engine that has nothing left: it would wait forever.
             raise EngineError(f"vLLM lost {len(pending)} request(s): {sorted(pending)[:5]}")
-        outputs = self.llm.llm_engine.step()
+        try:
+            outputs = self.llm.llm_engine.step()
+        except Exception as e:  # EngineDeadError and kin: the engine core is gone, the run cannot go on
+            raise EngineError(f"the vLLM engine stopped: {type(e).__name__}: {e}",
+                              hint="rerun the same command: it resumes after the rows written") from e
         self.busy_s += time.perf_counter() - start
         for out in outputs:
             if out.finished and out.request_id in pending:

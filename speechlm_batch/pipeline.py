@@ -19,6 +19,7 @@ import numpy as np
 from speechlm_batch import audio as audio_io
 from speechlm_batch.adapters.base import EngineRequest, ModelAdapter
 from speechlm_batch.engine import Completion, Engine
+from speechlm_batch.errors import EngineError
 from speechlm_batch.settings import RunSettings
 from speechlm_batch.textguard import collapse_loops
 from speechlm_batch.types import Audio, AudioPiece, BadRow, ErrorKind, RowError, RowResult, Utterance
@@ -77,10 +78,18 @@ def run(
     with ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="decode") as pool:
         requests = _requests(items, adapter, settings, pool, assembler, stats, stop)
         max_in_flight = max(settings.window_rows, engine.max_num_seqs, 1)  # never starve the scheduler
-        for completion in engine.run(requests, max_in_flight):
-            assembler.complete(completion)
-            if len(assembler.finished) >= settings.window_rows:
-                _flush(assembler, sink, stats, on_rows)
+        try:
+            for completion in engine.run(requests, max_in_flight):
+                assembler.complete(completion)
+                if len(assembler.finished) >= settings.window_rows:
+                    _flush(assembler, sink, stats, on_rows)
+        except EngineError:
+            if not stop.is_set():
+                raise
+            # Stopping, and the engine died of the same signal (e.g. Slurm signals every process of a job
+            # step): the rows it finished are written, the rows in flight are redone by the rerun.
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # a window decoded ahead is dropped, not waited for
     _flush(assembler, sink, stats, on_rows)
     stats.engine_s = engine.busy_s - busy_before
     stats.wall_s = time.perf_counter() - start

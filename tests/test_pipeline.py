@@ -108,3 +108,41 @@ def test_a_piece_cut_by_the_token_cap_marks_its_row_truncated():
     asm.complete(Completion(("u", 1), "b b b", finish_reason="length"))
     [row] = asm.finished
     assert row.truncated and row.pred_text == "a b b b"
+
+
+def test_an_engine_dying_of_the_stop_signal_ends_the_run_as_interrupted_not_failed():
+    import threading
+
+    import pytest
+    from fakes import FakeAdapter, FakeEngine
+
+    from speechlm_batch.errors import EngineError
+    from speechlm_batch.outputs import InMemoryWriter
+    from speechlm_batch.pipeline import run
+    from speechlm_batch.settings import RunSettings
+
+    utts = [Utterance(id=f"u{i}", position=i, audio_filepath="a.wav", row={},
+                      audio=(np.full(1600, 0.1, dtype=np.float32), 16000)) for i in range(6)]
+
+    class DyingEngine(FakeEngine):
+        stop_first = True
+
+        def run(self, requests, max_in_flight):
+            for completion in super().run(requests, max_in_flight):
+                yield completion
+                if self.completed == 2:
+                    if self.stop_first:
+                        stop.set()
+                    raise EngineError("the vLLM engine stopped: EngineDeadError")
+
+    stop = threading.Event()
+    sink = InMemoryWriter()
+    stats = run(utts, engine=DyingEngine(lambda _id: "hi"), adapter=FakeAdapter(), sink=sink,
+                settings=RunSettings(window_rows=1), stop=stop)
+    assert stats.interrupted and sorted(r["_id"] for r in sink.rows) == ["u0", "u1"]
+    stop = threading.Event()
+    with pytest.raises(EngineError):  # without a stop, an engine death is a failed run
+        engine = DyingEngine(lambda _id: "hi")
+        engine.stop_first = False
+        run(utts, engine=engine, adapter=FakeAdapter(), sink=InMemoryWriter(), settings=RunSettings(window_rows=1),
+            stop=stop)

@@ -1,13 +1,15 @@
-"""Issue 4: a run killed mid-way (SIGKILL, or SIGTERM as at Slurm pre-emption) resumes without loss or repeats.
+"""Issues 4 and 14: a run killed mid-way (SIGKILL, or a Ctrl-C to its process group) resumes without loss or repeats.
 
 One story over one output folder, four engine starts of whisper-tiny.en (the real CLI, CPU engine):
     1. the reference: an uninterrupted run into its own folder;
-    2. SIGKILL to the whole process group once at least one window is on disk, plus a torn half line
-       appended as if the kill had landed mid-write;
-    3. the rerun resumes (drops the torn line) and gets SIGTERM once it wrote another window: it exits 130
-       and says how to resume;
-    4. the rerun completes. Every row is there once, each prediction equals the reference's; one more
-       rerun has nothing to do and starts no engine.
+    2. SIGKILL to the CLI's process group once at least one window is on disk, plus a torn half line
+       appended as if the kill had landed mid-write; vLLM's engine core, in a group of its own, exits too
+       (it gets SIGTERM when its parent dies) instead of lingering as an orphan;
+    3. the rerun resumes (drops the torn line) and gets SIGINT to its whole process group, as a terminal's
+       Ctrl-C sends it, once it wrote another window: the engine survives, the rows in flight are written,
+       it exits 130 and says how to resume;
+    4. the rerun completes. Every row is there once, each prediction equals the reference's, and the file
+       is in input order, byte-identical to the reference's; one more rerun has nothing to do.
 """
 
 from __future__ import annotations
@@ -75,6 +77,37 @@ def wait_until_lines(proc: subprocess.Popen, path: Path, at_least: int, log: Pat
     pytest.fail(f"no {at_least} rows after {START_TIMEOUT_S} s:\n{_tail(log)}")
 
 
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_gone(pids: list[int], timeout_s: float = 90) -> list[int]:
+    """The pids still alive (not zombies) after up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in alive if _alive(p)]
+    return alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -112,26 +145,34 @@ def test_sigkill_then_sigterm_then_complete_loses_and_repeats_nothing(manifests_
     # 2. SIGKILL the whole group after the first window, then leave a torn line as a kill mid-write would.
     proc = start(args, log)
     wait_until_lines(proc, predictions, WINDOW, log)
+    # vLLM's engine core left the CLI's group (multiprocessing's resource tracker, which ignores SIGINT and
+    # SIGTERM, stays in it).
+    engine_processes = [p for p in children_of(proc.pid) if os.getpgid(p) != proc.pid]
+    assert engine_processes, "the engine core is in the CLI's process group"
     _kill_group(proc)
     assert proc.returncode == -signal.SIGKILL
+    assert not wait_gone(engine_processes), "vLLM's engine core outlived the killed CLI"
     killed_at = complete_lines(predictions)
     assert WINDOW <= killed_at < N_ROWS, "the run finished before the kill: make the manifest longer"
     with predictions.open("ab") as f:
         f.write(TORN)
     assert not (out / "predictions.done.json").exists()
 
-    # 3. Resume; SIGTERM (Slurm pre-emption) once another window is written: the window in flight is kept.
+    # 3. Resume; SIGINT to the whole group (a terminal's Ctrl-C) once another window is written.
     proc = start(args, log)
     wait_until_lines(proc, predictions, killed_at + WINDOW, log)
-    proc.send_signal(signal.SIGTERM)
+    at_signal = complete_lines(predictions)
+    os.killpg(proc.pid, signal.SIGINT)
     rc = proc.wait(timeout=START_TIMEOUT_S)  # the rows in flight are finished first
     text = _tail(log, 20000)
     assert rc == EXIT_INTERRUPTED, text
     assert "rerun the same command to resume" in text
+    assert "EngineDeadError" not in text and "Traceback" not in text, text
     assert TORN not in predictions.read_bytes()  # cut off by the resume
     assert not (out / "predictions.done.json").exists()
     after_term = rows_of(predictions)
     assert killed_at < len(after_term) <= N_ROWS
+    assert len(after_term) > at_signal or len(after_term) == N_ROWS, "the rows in flight were dropped"
 
     # 4. The rerun completes: each row once, as the uninterrupted run transcribed it.
     done = subprocess.run([*CLI, *args], capture_output=True, text=True)
@@ -140,7 +181,10 @@ def test_sigkill_then_sigterm_then_complete_loses_and_repeats_nothing(manifests_
     got = [r["_id"] for r in rows]
     assert len(got) == len(set(got)) == N_ROWS, "a row was duplicated or lost"
     assert sorted(got) == sorted(ids)
-    assert got[: len(after_term)] == [r["_id"] for r in after_term]  # earlier rows were kept, not rewritten
+    by_id = {r["_id"]: r for r in rows}
+    assert all(by_id[r["_id"]] == r for r in after_term)  # earlier rows were kept, not redone
+    assert [r["_position"] for r in rows] == list(range(N_ROWS))  # in input order once complete
+    assert predictions.read_bytes() == (ref_dir / "predictions.jsonl").read_bytes()
     mismatched = {r["_id"]: (r["pred_text"], reference[r["_id"]])
                   for r in rows if r["pred_text"] != reference[r["_id"]]}
     assert not mismatched

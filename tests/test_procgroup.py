@@ -1,0 +1,61 @@
+"""procgroup: children started while engine_processes_apart() is active leave the caller's process group."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+
+from speechlm_batch import procgroup
+
+
+def _report_group(queue) -> None:
+    queue.put((os.getpid(), os.getpgid(0)))
+
+
+def _child_group(method: str) -> tuple[int, int]:
+    context = multiprocessing.get_context(method)
+    queue = context.Queue()
+    child = context.Process(target=_report_group, args=(queue,))
+    child.start()
+    found = queue.get(timeout=60)
+    child.join(timeout=60)
+    return found
+
+
+def test_forked_children_leave_the_group_only_inside_the_block():
+    with procgroup.engine_processes_apart():
+        pid, group = _child_group("fork")
+        assert os.environ[procgroup.APART_ENV] == "1"
+    assert group == pid != os.getpgid(0)
+    assert procgroup.APART_ENV not in os.environ
+    _pid, group = _child_group("fork")
+    assert group == os.getpgid(0)  # the hook went with the block
+
+
+def test_spawned_children_leave_it_through_the_main_module(tmp_path):
+    method = "spawn"
+    # A main module that imports speechlm_batch (as the CLI's does), so that spawned children import it too.
+    main = tmp_path / "main.py"
+    main.write_text(textwrap.dedent(f"""
+        import multiprocessing, os
+        from speechlm_batch import procgroup
+
+        def report(queue):
+            queue.put(os.getpgid(0) == os.getpid())
+
+        if __name__ == "__main__":
+            context = multiprocessing.get_context({method!r})
+            with procgroup.engine_processes_apart():
+                queue = context.Queue()
+                child = context.Process(target=report, args=(queue,))
+                child.start()
+                print("apart" if queue.get(timeout=60) else "same", flush=True)
+                child.join(timeout=60)
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(main)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "apart"
