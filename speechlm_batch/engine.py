@@ -36,6 +36,7 @@ class Completion:
     num_tokens: int = 0
     error: str | None = None
     prompt_tokens: int = 0  # the prompt as the engine ran it (multimodal placeholders expanded)
+    error_kind: Any = None  # types.ErrorKind of a failed request when not ENGINE (server mode: SERVER)
 
 
 def is_cpu_build() -> bool:

@@ -135,6 +135,7 @@ class DatasetRun:
             "device": report.get("device"),
             "load_s": (report.get("timings") or {}).get("load_s"),
             "interrupted": self.interrupted,
+            **({"serving": report["serving"]} if report.get("serving") else {}),
         }
 
 
@@ -192,7 +193,7 @@ def run_eval(
     _check_names(targets)
     output_dir = Path(output_dir)
     own_engine = engine is None
-    engine = engine or Engine.create(settings.engine, model_path)
+    engine = engine or runner.start_engine(settings, model_path, output_dir / "logs")
     runs: list[DatasetRun] = []
     try:
         for i, target in enumerate(targets):

@@ -60,11 +60,30 @@ class DecodeSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """Server mode: rows go to running `vllm serve` replicas (OpenAI-compatible) instead of a local engine."""
+
+    urls: tuple[str, ...] = ()  # base URLs, e.g. http://node1:8000 (a trailing /v1 is accepted)
+    concurrency: int = 16  # requests in flight per server; more wait in the client's queue
+    retries: int = 3  # further attempts after a connection error, timeout, 5xx or 429, with backoff
+    request_timeout_s: float = 300.0  # one request, connect to last byte
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the bearer token (read, never logged)
+    launch: bool = False  # start a local `vllm serve` for the model, run, stop it
+    api_server_count: int = 1  # `vllm serve --api-server-count`: API processes in front of one engine
+    serve_args: str = ""  # further `vllm serve` arguments for --launch-server, one shell-quoted string
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls) or self.launch
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Everything one `transcribe` / `eval` run needs besides its input."""
 
     engine: EngineSettings = field(default_factory=EngineSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     window_rows: int = 256  # rows decoded and sent to the engine at once; memory is bounded by this
     decode_workers: int = 2  # threads decoding / resampling the next window while the engine runs
     sort_by_duration: bool = True  # longest first inside a window: fuller batches

@@ -94,7 +94,7 @@ def eval_command(
     settings, model = run.settings, run.settings.engine.model
     chunk_spec = common.resolve_chunk(run.chunk)
     targets = _targets(dataset, hf_dataset, config, split, limit, datasets_dir)  # before the model loads
-    model_path = resolve_model(model)
+    model_path = common.run_model(settings) if settings.server.enabled else resolve_model(model)
     preflight.check_run(settings, model_path, output_dir)  # seconds, before an engine start of minutes
     with common.run_logging(output_dir, chunk_spec, run.log_level, "eval") as log:
         outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, run.overwrite)
