@@ -131,8 +131,12 @@ class Counters:
 class ServerPool:
     """Requests spread over `urls`, at most `concurrency` in flight on each. Use inside one event loop."""
 
-    def __init__(self, urls: Sequence[str], settings: ServerSettings, key: str | None) -> None:
+    def __init__(
+        self, urls: Sequence[str], settings: ServerSettings, key: str | None,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests hand in an httpx.MockTransport
+    ) -> None:
         self.settings = settings
+        self._transport = transport
         self.servers = [_Server(u) for u in urls]
         self.counters = Counters(per_server={redact(u): 0 for u in urls})
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -140,9 +144,10 @@ class ServerPool:
         self._client: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> ServerPool:
-        timeout = httpx.Timeout(self.settings.request_timeout_s, connect=min(CONNECT_TIMEOUT_S, self.settings.request_timeout_s))
+        seconds = self.settings.request_timeout_s
+        timeout = httpx.Timeout(seconds, connect=min(CONNECT_TIMEOUT_S, seconds))
         limits = httpx.Limits(max_connections=self.settings.concurrency * len(self.servers) + len(self.servers))
-        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers)
+        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers, transport=self._transport)
         self._cond = asyncio.Condition()
         return self
 
