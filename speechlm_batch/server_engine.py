@@ -70,15 +70,15 @@ class ServerEngine:
         try:
             asyncio.run_coroutine_threadsafe(pool.__aenter__(), loop).result()
             servers = tuple(asyncio.run_coroutine_threadsafe(pool.probe(model_name), loop).result())
+            family = choose_family(settings, model_name, servers)
+            lengths = [s.max_model_len for s in servers if s.max_model_len]
+            max_model_len = min(lengths) if lengths else DEFAULT_MAX_MODEL_LEN
+            adapter = ServerAdapter.create(family, model_name, settings.decode, max_model_len)
         except BaseException:
             _stop_loop(loop, thread, pool)
             if launched is not None:
                 launched.stop()
             raise
-        family = choose_family(settings, model_name, servers)
-        lengths = [s.max_model_len for s in servers if s.max_model_len]
-        max_model_len = min(lengths) if lengths else DEFAULT_MAX_MODEL_LEN
-        adapter = ServerAdapter.create(family, model_name, settings.decode, max_model_len)
         info = ModelInfo(model_name, (), None, None, max_model_len, accelerator="server")
         engine = cls(info, adapter, servers, settings, time.perf_counter() - start, launched=launched)
         engine._pool, engine._loop, engine._thread = pool, loop, thread
