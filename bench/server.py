@@ -89,7 +89,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             continue
         latency = " / ".join(fmt(r[k], ".3f") for k in ("latency_p50_s", "latency_p90_s", "latency_p99_s"))
         lines.append(
-            f"| {r['row']} | {r['rows']} | {r['wall_s']:.1f} | {fmt(r['rtfx'], '.1f')} | {fmt(r['wer_percent'], '.2f')} "
+            f"| {r['row']} | {r['rows']} | {r['wall_s']:.1f} | {fmt(r['rtfx'], '.1f')} "
+            f"| {fmt(r['wer_percent'], '.2f')} "
             f"| {latency} | {fmt(r['requests_per_s'], '.1f')} | {r['load_s']:.1f} |"
         )
     timed = [r for r in rows if r.get("rtfx")]

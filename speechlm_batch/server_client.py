@@ -147,7 +147,9 @@ class ServerPool:
         seconds = self.settings.request_timeout_s
         timeout = httpx.Timeout(seconds, connect=min(CONNECT_TIMEOUT_S, seconds))
         limits = httpx.Limits(max_connections=self.settings.concurrency * len(self.servers) + len(self.servers))
-        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers, transport=self._transport)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, limits=limits, headers=self._headers, transport=self._transport
+        )
         self._cond = asyncio.Condition()
         return self
 
@@ -189,7 +191,9 @@ class ServerPool:
         message = f"{redact(avoid.url) if avoid else 'server'}: {last} (after {attempts} attempt{'s' * (attempts > 1)})"
         return Outcome(None, message, ErrorKind.SERVER, attempts=attempts)
 
-    def _read(self, request: HttpRequest, response: httpx.Response, latency: float, attempt: int, url: str) -> Outcome | None:
+    def _read(
+        self, request: HttpRequest, response: httpx.Response, latency: float, attempt: int, url: str
+    ) -> Outcome | None:
         """The outcome of an answered attempt; None when it should be retried."""
         if response.status_code >= 500 or response.status_code in RETRY_STATUS:
             return None
@@ -240,7 +244,9 @@ class ServerPool:
             )
         served = _served_models(response)
         if served is None:
-            raise ServerError(f"{shown}/v1/models: {_status_text(response)}", hint="is this an OpenAI-compatible server?")
+            raise ServerError(
+                f"{shown}/v1/models: {_status_text(response)}", hint="is this an OpenAI-compatible server?"
+            )
         if model not in served:
             raise ServerError(
                 f"{shown} serves {', '.join(sorted(served)) or 'no model'}, not {model!r}",

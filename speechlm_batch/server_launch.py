@@ -56,7 +56,9 @@ class LaunchedServer:
     start_s: float = 0.0
 
     def describe(self) -> dict[str, Any]:
-        return {"url": self.url, "command": shlex.join(self.command), "start_s": self.start_s, "log": str(self.log_path)}
+        return {
+            "url": self.url, "command": shlex.join(self.command), "start_s": self.start_s, "log": str(self.log_path),
+        }
 
     def stop(self) -> None:
         """SIGTERM to the whole group (vLLM shuts its engine down cleanly), SIGKILL when it takes too long."""
@@ -112,7 +114,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(settings: RunSettings, model: str, log_dir: Path | None = None, timeout_s: float = START_TIMEOUT_S) -> LaunchedServer:
+def launch(
+    settings: RunSettings, model: str, log_dir: Path | None = None, timeout_s: float = START_TIMEOUT_S
+) -> LaunchedServer:
     """Start `vllm serve` for `model` (served under that name) and return once /health answers 200.
 
     Raises:
@@ -152,7 +156,8 @@ def _wait_healthy(server: LaunchedServer, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise EngineError(
-                f"vllm serve exited with code {server.process.returncode} before it was healthy:\n{_tail(server.log_path)}",
+                f"vllm serve exited with code {server.process.returncode} before it was healthy:\n"
+                f"{_tail(server.log_path)}",
                 hint=f"full log: {server.log_path}",
             )
         try:
