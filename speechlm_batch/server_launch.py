@@ -3,8 +3,9 @@
 The server gets the engine settings the offline path would use (`engine.llm_kwargs` turned into `vllm serve`
 flags, the same environment from `engine.prepare_environment`), `--api-server-count`, then `--serve-args`
 (which win, being last). It listens on 127.0.0.1 on a free port, in its own process group, so stopping it
-(SIGTERM, then SIGKILL after `SHUTDOWN_TIMEOUT_S`) takes its engine-core and worker processes with it. Its
-output goes to OUTPUT_DIR/logs/server.log.
+(SIGTERM, then SIGKILL after `SHUTDOWN_TIMEOUT_S`) takes its engine-core and worker processes with it. It
+inherits the run's vLLM logging configuration (logs.py), so its log lines land in the run's log file; what
+it prints otherwise goes to OUTPUT_DIR/logs/server.log.
 
 Run as `python -m speechlm_batch.server_launch serve MODEL [vllm serve flags]`, this module is `vllm serve`
 itself. It exists because the CPU build's `vllm` console script fails before parsing anything
