@@ -38,6 +38,7 @@ class Completion:
     error: str | None = None
     prompt_tokens: int = 0  # the prompt as the engine ran it (multimodal placeholders expanded)
     finish_reason: str | None = None  # vLLM's: "stop", or "length" when the token cap cut the text
+    error_kind: Any = None  # types.ErrorKind of a failed request when not ENGINE (server mode: SERVER)
 
 
 def is_cpu_build() -> bool:

@@ -135,6 +135,7 @@ class DatasetRun:
             "device": report.get("device"),
             "load_s": (report.get("timings") or {}).get("load_s"),
             "interrupted": self.interrupted,
+            **({"serving": report["serving"]} if report.get("serving") else {}),
         }
 
 
@@ -196,7 +197,7 @@ def run_eval(
         for target in targets:
             runner.check_output(target.source, settings, output_dir / target.name, model_path=model_path, chunk=chunk)
     own_engine = engine is None
-    engine = engine or Engine.create(settings.engine, model_path)
+    engine = engine or runner.start_engine(settings, model_path, output_dir / "logs")
     runs: list[DatasetRun] = []
     try:
         for i, target in enumerate(targets):

@@ -226,7 +226,8 @@ class _Assembler:
         row.prompt_tokens += completion.prompt_tokens
         row.truncated = row.truncated or completion.finish_reason == "length"
         if completion.error is not None:
-            row.error = row.error or RowError(ErrorKind.ENGINE, f"{row.utterance.audio_filepath}: {completion.error}")
+            kind = completion.error_kind or ErrorKind.ENGINE
+            row.error = row.error or RowError(kind, f"{row.utterance.audio_filepath}: {completion.error}")
         else:
             row.texts[index] = self.adapter.postprocess(completion.text or "")
         if row.received == row.count:

@@ -164,6 +164,7 @@ class RunReport:
     run_audio_s: float | None = None
     run_rows: int | None = None
     resumed_rows: int = 0
+    serving: Mapping[str, Any] | None = None  # server mode: latency, requests/s (server_engine.serving_stats)
 
     @property
     def timed_audio_s(self) -> float:
@@ -195,6 +196,7 @@ class RunReport:
             "rtfx": _rtfx_dict(self),
             "notes": [SCORER_NOTE, FAILED_NOTE, "RTFx excludes model load and warm-up."],
             "warnings": list(self.score.warnings),
+            **({"serving": dict(self.serving)} if self.serving is not None else {}),
         }
 
 

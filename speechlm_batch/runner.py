@@ -18,9 +18,10 @@ from speechlm_batch import outputs, pipeline, reports, sharding
 from speechlm_batch.adapters import resolve_adapter
 from speechlm_batch.adapters.base import ModelAdapter
 from speechlm_batch.engine import Engine
+from speechlm_batch.server_engine import ServerEngine
 from speechlm_batch.settings import RunSettings
 from speechlm_batch.sources import Source
-from speechlm_batch.types import BadRow, RowResult, Utterance
+from speechlm_batch.types import BadRow, ErrorKind, RowResult, Utterance
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ def run_source(
     shard = plan_shard(source, chunk)
     meta = _meta(source, settings, model_path, shard)
     fingerprint = settings.fingerprint(model_path, engine_mod.resolved_dtype(settings.engine, model_path))
+    if settings.server.enabled and retry_kinds is None:  # rows the servers never answered are redone
+        retry_kinds = {ErrorKind.SERVER.value}
     writer = outputs.PredictionWriter.open(
         output_dir, chunk, fingerprint, meta, overwrite=overwrite, input_key=input_key(source, shard),
         retry_kinds=retry_kinds,
@@ -101,10 +104,12 @@ def run_source(
     if on_start is not None:
         on_start(len(shard.positions), resumed)
     own_engine = engine is None
-    engine = engine or Engine.create(settings.engine, model_path)
+    engine = engine or start_engine(settings, model_path, output_dir / "logs")
     try:
-        adapter = resolve_adapter(engine.info, settings.decode)
+        adapter = adapter_for(engine, settings.decode)
         warmup_s = pipeline.warmup(engine, adapter)
+        if isinstance(engine, ServerEngine):
+            engine.reset_stats()  # latency and request counts of this shard's rows only
         items = _todo(source, shard, writer.done_ids)
         stats = pipeline.run(items, engine=engine, adapter=adapter, sink=writer, settings=settings, stop=stop, on_rows=on_rows)
     except BaseException:
@@ -121,6 +126,20 @@ def run_source(
     report_path = output_dir / f"report{'.' + chunk.label if chunk else ''}.json"
     reports.write_report_json(report_path, report)
     return RunOutcome(writer.paths.predictions, report_path, report, False, resumed, stats.interrupted)
+
+
+def start_engine(settings: RunSettings, model_path: str, log_dir: Path | None = None) -> Engine | ServerEngine:
+    """The local vLLM engine, or the servers of --server / --launch-server (`model_path`: the served name)."""
+    if settings.server.enabled:
+        return ServerEngine.create(settings, model_path, log_dir)
+    return Engine.create(settings.engine, model_path)
+
+
+def adapter_for(engine: Engine | ServerEngine, decode) -> ModelAdapter:
+    """Servers bring their own request builder; a local engine's model picks its family's adapter."""
+    if isinstance(engine, ServerEngine):
+        return engine.adapter
+    return resolve_adapter(engine.info, decode)
 
 
 def check_output(
@@ -187,12 +206,14 @@ def _report(path, settings, engine: Engine, adapter: ModelAdapter, stats: pipeli
         write_s=stats.write_s,
         wall_s=stats.wall_s,
     )
+    serving = engine.serving_stats(stats.audio_s, stats.wall_s) if isinstance(engine, ServerEngine) else None
     return reports.RunReport(
         model=engine.info.name,
         settings={**settings.to_dict(), "adapter": adapter.describe(), "engine_kwargs": _jsonable(engine.kwargs),
                   "engine_environment": dict(getattr(engine, "environment", {}))},
-        versions=engine_mod.versions(),
-        device=engine_mod.device_name(),
+        versions={**engine_mod.versions(), **getattr(engine, "versions", {})},
+        device=getattr(engine, "device", None) or engine_mod.device_name(),
+        serving=serving,
         score=score,
         timings=timings,
         run_audio_s=stats.audio_s,

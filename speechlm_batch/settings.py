@@ -61,11 +61,30 @@ class DecodeSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """Server mode: rows go to running `vllm serve` replicas (OpenAI-compatible) instead of a local engine."""
+
+    urls: tuple[str, ...] = ()  # base URLs, e.g. http://node1:8000 (a trailing /v1 is accepted)
+    concurrency: int = 16  # requests in flight per server; more wait in the client's queue
+    retries: int = 3  # further attempts after a connection error, timeout, 5xx or 429, with backoff
+    request_timeout_s: float = 300.0  # one request, connect to last byte
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the bearer token (read, never logged)
+    launch: bool = False  # start a local `vllm serve` for the model, run, stop it
+    api_server_count: int = 1  # `vllm serve --api-server-count`: API processes in front of one engine
+    serve_args: str = ""  # further `vllm serve` arguments for --launch-server, one shell-quoted string
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls) or self.launch
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Everything one `transcribe` / `eval` run needs besides its input."""
 
     engine: EngineSettings = field(default_factory=EngineSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     window_rows: int = 256  # rows decoded and sent to the engine at once; memory is bounded by this
     window_audio_s: float = 3600.0  # ... and by this much declared audio per window (rows with a duration)
     decode_workers: int = 2  # threads decoding / resampling the next window while the engine runs
@@ -103,6 +122,9 @@ OPERATIONAL_FIELDS = frozenset({
     "engine.max_num_seqs", "engine.max_num_batched_tokens", "engine.gpu_memory_utilization",
     "engine.kv_cache_gib", "engine.tensor_parallel_size", "engine.enforce_eager",
     "window_rows", "window_audio_s", "decode_workers", "sort_by_duration", "strict",
+    # server mode sends the same prompt to the same model, greedy: where rows go does not change their text
+    "server.urls", "server.concurrency", "server.retries", "server.request_timeout_s", "server.api_key_env",
+    "server.launch", "server.api_server_count", "server.serve_args",
 })
 
 
@@ -110,7 +132,7 @@ def flat_settings(settings: RunSettings) -> dict[str, Any]:
     """Every leaf setting by dotted name ("engine.dtype", "window_rows")."""
     flat: dict[str, Any] = {}
     for key, value in asdict(settings).items():
-        if isinstance(value, dict) and key in ("engine", "decode"):
+        if isinstance(value, dict) and key in ("engine", "decode", "server"):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[key] = value

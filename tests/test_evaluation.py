@@ -212,7 +212,7 @@ def test_timing_extrapolates_a_resumed_run():
 @pytest.fixture
 def cli_engine(monkeypatch):
     monkeypatch.setattr(Engine, "create", staticmethod(lambda settings, model_path: _engine()))
-    monkeypatch.setattr("speechlm_batch.cli.eval.resolve_model", lambda name: "fake-model")
+    monkeypatch.setattr("speechlm_batch.cli.common.resolve_model", lambda name: "fake-model")
     monkeypatch.setattr(ui.console, "width", 300)
     monkeypatch.setattr(ui.out, "width", 300)
 

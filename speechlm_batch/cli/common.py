@@ -13,7 +13,24 @@ from speechlm_batch import logs, runner, sharding
 from speechlm_batch.cli import console as ui
 from speechlm_batch.cli.options import parse_retry_kinds
 from speechlm_batch.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from speechlm_batch.models.store import resolve_model
+from speechlm_batch.server_client import normalize_url
 from speechlm_batch.settings import RunSettings
+
+def run_model(settings: RunSettings) -> str:
+    """What the run names its model by: the local folder it loads, or in server mode the served model name.
+
+    Server URLs are checked here, before anything is read or written; --launch-server prepares the model now
+    so a missing one fails before a server start.
+    """
+    if not settings.server.enabled:
+        return resolve_model(settings.engine.model)
+    for url in settings.server.urls:
+        normalize_url(url)
+    if settings.server.launch:
+        resolve_model(settings.engine.model)
+    return settings.engine.model
+
 
 def resolve_chunk(option: str | None) -> sharding.ChunkSpec | None:
     """--chunk wins; else a Slurm array task's index and count, said so in the log."""

@@ -16,7 +16,6 @@ from speechlm_batch.cli import common
 from speechlm_batch.cli import console as ui
 from speechlm_batch.cli.options import INPUT, OutputDirOpt, RunArgs, run_options
 from speechlm_batch.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from speechlm_batch.models.store import resolve_model
 from speechlm_batch.sources.leaderboard import GROUPS, REGISTRY
 
 DatasetOpt = Annotated[
@@ -96,7 +95,7 @@ def eval_command(
     chunk_spec = common.resolve_chunk(run.chunk)
     retry = common.retry_kinds(run)
     targets = _targets(dataset, hf_dataset, config, split, limit, datasets_dir)  # before the model loads
-    model_path = resolve_model(model)
+    model_path = common.run_model(settings)
     preflight.check_run(settings, model_path, output_dir)  # seconds, before an engine start of minutes
     with common.run_logging(output_dir, chunk_spec, run.log_level, "eval") as log:
         outcome = _run(targets, settings, output_dir, model_path, model, chunk_spec, run.overwrite, retry)

@@ -32,16 +32,17 @@ from speechlm_batch.adapters import FAMILIES
 from speechlm_batch.errors import UsageError
 from speechlm_batch.types import ErrorKind
 
-E, D, R = s.EngineSettings(), s.DecodeSettings(), s.RunSettings()
+E, D, R, S = s.EngineSettings(), s.DecodeSettings(), s.RunSettings(), s.ServerSettings()
 
 # Help panels, in the order `--help` shows them.
 INPUT = "Input"
 MODEL = "Model"
 DECODING = "Decoding"
 ENGINE = "Engine (vLLM)"
+SERVER = "Server mode (vllm serve)"
 OUTPUT = "Output and logs"
 SHARDING = "Sharding and resume"
-PANELS = (INPUT, MODEL, DECODING, ENGINE, OUTPUT, SHARDING)
+PANELS = (INPUT, MODEL, DECODING, ENGINE, SERVER, OUTPUT, SHARDING)
 BOTH = ("transcribe", "eval")
 
 Family = StrEnum("Family", {name: name for name in FAMILIES})  # --family choices come from the adapters
@@ -72,7 +73,8 @@ class RunOption:
         flags: the option's names, long first.
         panel: the `--help` panel it is listed in.
         help: what it does, its unit, and what the default means.
-        target: "engine.<f>", "decode.<f>" or "run.<f>": the RunSettings field it fills; None for the rest.
+        target: "engine.<f>", "decode.<f>", "server.<f>" or "run.<f>": the RunSettings field it fills; None
+            for the rest.
         commands: the commands that take it.
         parse: turns the parsed value into the settings value (enum -> str, JSON text -> dict).
         extra: further typer.Option keyword arguments (min=, max=, count=, envvar=).
@@ -277,6 +279,49 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "Threads decoding and resampling the next window's audio while the engine runs.",
         target="run.decode_workers", extra={"metavar": "N"},
     ),
+    # -- server mode
+    RunOption(
+        "server", Optional[list[str]], None, ("--server",), SERVER,
+        "Send rows to this running `vllm serve` (OpenAI-compatible base URL, repeatable) instead of starting an "
+        "engine; --model is the served model name. Engine options then do not apply.",
+        target="server.urls", parse=lambda urls: tuple(urls or ()), extra={"metavar": "URL"},
+    ),
+    RunOption(
+        "concurrency", int, S.concurrency, ("--concurrency",), SERVER,
+        "Requests in flight per server; rows wait in the client beyond that.",
+        target="server.concurrency", extra={"metavar": "N", "min": 1},
+    ),
+    RunOption(
+        "retries", int, S.retries, ("--retries",), SERVER,
+        "Further attempts of a request after a connection error, timeout, 5xx or 429 (with backoff); then the "
+        "row fails with kind `server` and a rerun redoes it.",
+        target="server.retries", extra={"metavar": "N", "min": 0},
+    ),
+    RunOption(
+        "request_timeout", float, S.request_timeout_s, ("--request-timeout",), SERVER,
+        "Seconds one request may take, connect to last byte.",
+        target="server.request_timeout_s", extra={"metavar": "S"},
+    ),
+    RunOption(
+        "api_key_env", str, S.api_key_env, ("--api-key-env",), SERVER,
+        "Environment variable holding the servers' API key (sent as a bearer token; never logged or written).",
+        target="server.api_key_env", extra={"metavar": "VAR"},
+    ),
+    RunOption(
+        "launch_server", bool, S.launch, ("--launch-server",), SERVER,
+        "Start a local `vllm serve` for --model on a free port, run the job through it, stop it.",
+        target="server.launch",
+    ),
+    RunOption(
+        "api_server_count", int, S.api_server_count, ("--api-server-count",), SERVER,
+        "API server processes in front of the one engine (vllm serve --api-server-count), with --launch-server.",
+        target="server.api_server_count", extra={"metavar": "N", "min": 1},
+    ),
+    RunOption(
+        "serve_args", str, S.serve_args, ("--serve-args",), SERVER,
+        "Further vllm serve arguments for --launch-server, one quoted string, e.g. '--max-num-seqs 512'.",
+        target="server.serve_args", extra={"metavar": "ARGS"},
+    ),
     # -- output and logs
     RunOption(
         "log_level", LogLevel, LogLevel.error, ("--log-level",), OUTPUT,
@@ -325,7 +370,7 @@ def options_for(command: str) -> tuple[RunOption, ...]:
 
 def build_settings(values: Mapping[str, Any]) -> s.RunSettings:
     """RunSettings from shared option values; fields whose option a command lacks keep their defaults."""
-    parts: dict[str, dict[str, Any]] = {"engine": {}, "decode": {}, "run": {}}
+    parts: dict[str, dict[str, Any]] = {"engine": {}, "decode": {}, "server": {}, "run": {}}
     for option in RUN_OPTIONS:
         if option.target is None or option.name not in values:
             continue
@@ -333,7 +378,8 @@ def build_settings(values: Mapping[str, Any]) -> s.RunSettings:
         value = values[option.name]
         parts[group][attr] = option.parse(value) if option.parse else value
     return s.RunSettings(
-        engine=s.EngineSettings(**parts["engine"]), decode=s.DecodeSettings(**parts["decode"]), **parts["run"]
+        engine=s.EngineSettings(**parts["engine"]), decode=s.DecodeSettings(**parts["decode"]),
+        server=s.ServerSettings(**parts["server"]), **parts["run"],
     )
 
 
@@ -383,7 +429,8 @@ def settings_fields() -> set[str]:
     """Every "group.field" a RunOption may fill (tests check each option's field exists)."""
     names = {f"engine.{f.name}" for f in fields(s.EngineSettings)}
     names |= {f"decode.{f.name}" for f in fields(s.DecodeSettings)}
-    names |= {f"run.{f.name}" for f in fields(s.RunSettings) if f.name not in ("engine", "decode")}
+    names |= {f"server.{f.name}" for f in fields(s.ServerSettings)}
+    names |= {f"run.{f.name}" for f in fields(s.RunSettings) if f.name not in ("engine", "decode", "server")}
     return names
 
 

@@ -11,7 +11,7 @@ from speechlm_batch import preflight
 from speechlm_batch.cli import common
 from speechlm_batch.cli.options import INPUT, OutputDirOpt, RunArgs, run_options
 from speechlm_batch.errors import EXIT_CODES_HELP, UsageError
-from speechlm_batch.models.store import resolve_model
+from speechlm_batch.errors import UsageError
 from speechlm_batch.sources import ManifestSource, open_input
 from speechlm_batch.sources.manifest import validate_manifest
 
@@ -59,7 +59,7 @@ def transcribe(
     keys = (run.values["audio_key"], run.values["text_key"])
     chunk_spec = common.resolve_chunk(run.chunk)
     retry = common.retry_kinds(run)
-    model_path = resolve_model(run.settings.engine.model)
+    model_path = common.run_model(run.settings)
     preflight.check_run(run.settings, model_path, output_dir)  # seconds, before an engine start of minutes
     source = open_input(input_spec, keys, stdin_copy=output_dir / "stdin.jsonl")
     if run.settings.strict and isinstance(source, ManifestSource):
