@@ -14,6 +14,7 @@ from typing import Any
 
 DEFAULT_MODEL = "whisper-base"
 DEFAULT_LANGUAGE = "en"
+DEFAULT_SCORER = "2026"  # how WER is scored (speechlm_batch.scoring): the Open ASR Leaderboard's current rules
 DEFAULT_TASK_PROMPT = "Transcribe the following:"  # NeMo Speech LM task prompt (NeMo-Skills backend default)
 DEFAULT_AUDIO_PLACEHOLDER = "<|audio|>"
 CPU_KV_CACHE_GIB = 2.0  # on CPU vLLM otherwise reserves a share of system RAM
@@ -69,6 +70,7 @@ class RunSettings:
     decode_workers: int = 2  # threads decoding / resampling the next window while the engine runs
     sort_by_duration: bool = True  # longest first inside a window: fuller batches
     strict: bool = False  # manifest problems are fatal before the engine starts
+    scorer: str = DEFAULT_SCORER  # scoring only: not part of the fingerprint
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
