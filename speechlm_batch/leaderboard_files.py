@@ -16,7 +16,7 @@ from typing import Any
 
 from speechlm_batch.fsutil import atomic_write_text
 from speechlm_batch.metrics import CHUNK_INDEX_KEY, CHUNK_PARENT_KEY
-from speechlm_batch.scoring import failure_kind, is_ok
+from speechlm_batch.scoring import failure_kind, is_ok, reference_text
 
 FIELDS = ("audio_filepath", "duration", "time", "text", "pred_text")
 ERROR_KEY = "error"  # ours, on failed rows only; the leaderboard's scorer reads only FIELDS
@@ -65,7 +65,7 @@ def _leaderboard_row(row: Mapping[str, Any], index: int, time_s: float) -> dict[
         "audio_filepath": row.get("audio_filepath") or row.get("_id") or f"sample_{index}",
         "duration": duration,
         "time": time_s,
-        "text": row["text"],
+        "text": reference_text(row),
         "pred_text": row["pred_text"] if ok else "",
     }
     for key in (CHUNK_PARENT_KEY, CHUNK_INDEX_KEY):
@@ -79,14 +79,14 @@ def _leaderboard_row(row: Mapping[str, Any], index: int, time_s: float) -> dict[
 def write_leaderboard_manifest(path: Path, rows: Iterable[Mapping[str, Any]], total_time_s: float) -> int:
     """Write rows in the leaderboard's manifest format, `total_time_s` spread evenly over the rows written.
 
-    Rows without a string `text` are skipped (nothing to score against). A failed row gets `pred_text` ""
+    Rows without a reference (`scoring.reference_text`) are skipped (nothing to score against). A failed row gets `pred_text` ""
     (the leaderboard's scorer counts its words as deleted, as ours does) and an `error` field naming its
     kind, so `report` can still count it apart. `duration` is the decoded audio (`_audio_s`) when known.
 
     Returns:
         The number of lines written.
     """
-    kept = [row for row in rows if isinstance(row.get("text"), str)]
+    kept = [row for row in rows if reference_text(row) is not None]
     per_row = total_time_s / len(kept) if kept else 0.0
     lines = [json.dumps(_leaderboard_row(row, i, per_row), ensure_ascii=False) for i, row in enumerate(kept)]
     atomic_write_text(Path(path), "".join(line + "\n" for line in lines))

@@ -18,6 +18,7 @@ it, and the WER over successful rows only is reported beside it.
 from __future__ import annotations
 
 import difflib
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -239,6 +240,23 @@ def failure_kind(row: Mapping[str, Any]) -> str:
     return str(error.get("kind") or "unknown") if isinstance(error, Mapping) else "unknown"
 
 
+def reference_text(row: Mapping[str, Any]) -> str | None:
+    """A row's reference: `text`, or for a row that failed before it was read (only `_raw` kept, as for an
+    undecodable dataset row) the `text` inside `_raw` when that is a JSON object."""
+    text = row.get("text")
+    if isinstance(text, str):
+        return text
+    raw = row.get("_raw")
+    if isinstance(raw, str) and raw.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        if isinstance(parsed, dict) and isinstance(parsed.get("text"), str):
+            return parsed["text"]
+    return None
+
+
 def row_audio_s(row: Mapping[str, Any]) -> float:
     value = row.get("_audio_s", row.get("duration"))
     return float(value) if isinstance(value, (int, float)) else 0.0
@@ -267,10 +285,11 @@ def score_rows(
             audio_s += row_audio_s(row)
         else:
             failed[failure_kind(row)] += 1
-        if not isinstance(row.get("text"), str):
+        text = reference_text(row)
+        if text is None:
             unscored += 1
             continue
-        with_ref.append({**row, "pred_text": row["pred_text"] if good else "", "_ok": good})
+        with_ref.append({**row, "text": text, "pred_text": row["pred_text"] if good else "", "_ok": good})
     scored, warnings = _score_joined(with_ref, scoring, reference)
     failed_scored = sum(1 for r in with_ref if not r["_ok"])
     scored_ok = _score_joined([r for r in with_ref if r["_ok"]], scoring, reference)[0] if failed_scored else scored

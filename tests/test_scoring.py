@@ -216,3 +216,13 @@ def test_classic_scorer_matches_sclite_errors(tmp_path) -> None:
     counts = sclite_counts([OLD.normalize(r) for r in refs], [OLD.normalize(h) for h in hyps], tmp_path)
     assert counts["words"] == words.reference_words
     assert counts["errors"] == words.errors
+
+
+def test_a_row_that_failed_before_it_was_read_keeps_its_reference() -> None:
+    # An undecodable dataset row is written with only `_raw` (its fields as JSON): its reference still counts.
+    raw_failed = {"_id": "7", "_raw": '{"text": "three lost words", "id": "7"}', "pred_text": None,
+                  "error": {"kind": "decode"}}
+    unparsed = {"_id": "8", "_raw": "{not json", "pred_text": None, "error": {"kind": "bad_row"}}
+    score = score_rows([_ok(0, "hello there", "hello there"), raw_failed, unparsed], NEW)
+    assert score.failed_scored == 1 and score.rows_unscored == 1
+    assert _sdi(score.scored) == (0, 3, 0) and score.scored.words.reference_words == 5
