@@ -5,8 +5,13 @@ into its own subfolder (predictions, meta, done marker, report.json; resumable, 
 one engine. Then, for a whole (unchunked) run, the output folder gets:
 
     MODEL_{model}_DATASET_{path}_{config}_{split}.jsonl   one per dataset, the leaderboard's manifest format
-    results.json / results.md / results.html              per-dataset WER, S/D/I, CER, RTFx; average and
-                                                           composite by the leaderboard's rules
+    results.json / results.md / results.html              per-dataset WER, S/D/I, CER, both RTFx; average
+                                                           and composite by the leaderboard's rules
+
+Scoring, said once: every dataset is scored by `settings.scorer` (`scoring`: "2026" by default, or
+"classic") with the normalizer of its language (a multilingual set's own, else `--language`). `eval`,
+`report DIR` and the leaderboard files score the same rows the same way, failed rows included as empty
+hypotheses, so the three agree to the last digit.
 
 Timing, said once: a dataset's `time_s` (and so its `rtfx`, and the `time` column of its leaderboard file,
 spread evenly over its rows) is **engine time**: seconds inside the engine's generate calls on audio already
@@ -28,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speechlm_batch import outputs, reports, runner, sharding
+from speechlm_batch import leaderboard_files as lbf
+from speechlm_batch import outputs, rendering, reports, runner, sharding
 from speechlm_batch.engine import Engine
 from speechlm_batch.fsutil import atomic_write_text
 from speechlm_batch.metrics import rtfx
-from speechlm_batch.settings import RunSettings
+from speechlm_batch.scoring import Scorer, Scoring
+from speechlm_batch.settings import DEFAULT_LANGUAGE, DEFAULT_SCORER, RunSettings
 from speechlm_batch.sources import Source
 from speechlm_batch.sources import leaderboard as lb
 from speechlm_batch.sources.hf import default_name, open_hf
@@ -41,10 +48,6 @@ TIME_NOTE = (
     "time_s / rtfx: engine seconds (generate on pre-decoded audio; warm-up and model load excluded), as the "
     "leaderboard's transformers runner times; rtfx_end_to_end: decode + resample + generate + write. "
     "Leaderboard files spread time_s evenly over a dataset's rows."
-)
-SCORER_2026_NOTE = (
-    "2026 sets are scored with the classic rules here (jiwer, Whisper EnglishTextNormalizer); the 2026 "
-    "leaderboard uses kaldialign with compound merging and a newer normalizer, so its numbers differ slightly."
 )
 RESULTS_FILES = ("results.json", "results.md", "results.html")
 
@@ -57,7 +60,8 @@ class EvalTarget:
         name: subfolder and row label.
         source: the rows (an `HfSource` for datasets; any `Source` works).
         dataset_path / config / split: the leaderboard file name parts (config "" when there is none).
-        family: "classic", "2026", or None for a dataset outside the leaderboard.
+        family: "classic", "2026", "longform", "multilingual", or None for a dataset outside the leaderboard.
+        language: the set's language (its normalizer); None = the run's `--language`.
         chunked: chunk rows joined per `parent_id` before scoring (metrics.join_chunked does it for any
             rows that carry `parent_id` and `chunk_index`; this flag documents it in results.json).
     """
@@ -69,6 +73,7 @@ class EvalTarget:
     split: str
     family: str | None = None
     chunked: bool = False
+    language: str | None = None
 
     @property
     def dropped_rows(self) -> int:
@@ -82,16 +87,23 @@ class EvalTarget:
             "split": self.split,
             "family": self.family,
             "chunked": self.chunked,
+            "language": self.language,
         }
+
+    def scoring(self, settings: RunSettings) -> Scoring:
+        return Scoring(Scorer(settings.scorer), self.language or settings.decode.language)
 
 
 def targets_from_names(
-    names: Sequence[str], *, mirror: Path | None = None, limit: int | None = None
+    names: Sequence[str], *, mirror: Path | None = None, limit: int | None = None, language: str = "en"
 ) -> list[EvalTarget]:
-    """Open the named leaderboard sets (`all`, `all-2026` expand); fails before any engine starts."""
+    """Open the named leaderboard sets (groups expand; `multilingual` for `language`); fails before any engine starts."""
     return [
-        EvalTarget(s.name, lb.open_spec(s, mirror=mirror, limit=limit), s.path, s.config, s.split, s.family, s.chunked)
-        for s in lb.expand(names)
+        EvalTarget(
+            s.name, lb.open_spec(s, mirror=mirror, limit=limit), s.path, s.config, s.split, s.family, s.chunked,
+            s.language,
+        )
+        for s in lb.expand(names, language=language)
     ]
 
 
@@ -236,15 +248,14 @@ def _run_one(
     )
     report = outcome.report.to_dict() if outcome.report is not None else _read_report(folder, chunk)
     rows = _rows_in_order(outcome.predictions_path)
-    score = reports.score_rows(rows)
+    score = reports.score_rows(rows, target.scoring(settings))
     timing = timing_from_reports([report] if report else [], score.audio_s)
     result = _with_dropped(reports.DatasetResult.from_score(target.name, score, timing["time_s"]), target.dropped_rows)
     leaderboard_file = None
     if chunk is None and not outcome.interrupted:
-        name = reports.leaderboard_filename(model_id, target.dataset_path, target.config, target.split)
+        name = lbf.leaderboard_filename(model_id, target.dataset_path, target.config, target.split)
         leaderboard_file = output_dir / name
-        per_row = (timing["time_s"] or 0.0) / len(rows) if rows else 0.0
-        reports.write_leaderboard_manifest(leaderboard_file, rows, per_row)
+        lbf.write_leaderboard_manifest(leaderboard_file, rows, timing["time_s"] or 0.0)
     return DatasetRun(
         target.describe(), folder, result, timing, report, leaderboard_file, target.dropped_rows, outcome.interrupted
     )
@@ -274,9 +285,10 @@ def timing_from_reports(report_dicts: Sequence[Mapping[str, Any]], audio_s: floa
     Returns:
         time_s (engine), wall_s (end to end), rtfx_engine, rtfx_end_to_end, timed_audio_s, time_extrapolated.
     """
-    timed_audio = sum(float((r.get("rtfx") or {}).get("audio_s") or 0.0) for r in report_dicts)
-    engine_s = sum(float((r.get("timings") or {}).get("engine_s") or 0.0) for r in report_dicts)
-    wall_s = sum(float((r.get("timings") or {}).get("wall_s") or 0.0) for r in report_dicts)
+    loaded = [r for d in report_dicts if (r := reports.load_report(d)) is not None]
+    timed_audio = sum(r.timed_audio_s for r in loaded)
+    engine_s = sum(r.timings.engine_s for r in loaded)
+    wall_s = sum(r.timings.wall_s for r in loaded)
     rtfx_engine, rtfx_e2e = rtfx(timed_audio, engine_s), rtfx(timed_audio, wall_s)
     scale_needed = timed_audio > 0 and abs(timed_audio - audio_s) > 1e-6 * max(audio_s, 1.0)
     return {
@@ -305,8 +317,6 @@ def results_payload(summary: reports.EvalSummary, runs: Sequence[DatasetRun], mo
     first = next((r.report for r in runs if r.report), None) or {}
     walls = [r.timing.get("wall_s") for r in runs]
     wall_total = sum(walls) if runs and all(walls) else None
-    families = {r.target.get("family") for r in runs}
-    notes = [TIME_NOTE] + ([SCORER_2026_NOTE] if "2026" in families else [])
     return {
         **summary.to_dict(),
         "composite_rtfx_end_to_end": rtfx(summary.audio_s, wall_total),
@@ -316,7 +326,7 @@ def results_payload(summary: reports.EvalSummary, runs: Sequence[DatasetRun], mo
         "versions": first.get("versions"),
         "settings": first.get("settings"),
         "runs": [r.to_dict() for r in runs],
-        "notes": [*summary.to_dict()["notes"], *notes],
+        "notes": [*summary.to_dict()["notes"], TIME_NOTE],
     }
 
 
@@ -325,35 +335,18 @@ def write_results(output_dir: Path, summary: reports.EvalSummary, payload: Mappi
     output_dir = Path(output_dir)
     paths = tuple(output_dir / name for name in RESULTS_FILES)
     atomic_write_text(paths[0], json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
-    atomic_write_text(paths[1], reports.render_results_markdown(summary) + _timing_markdown(payload))
-    reports.write_chart_html(paths[2], summary)
+    markdown = rendering.render_results_markdown(summary, payload["runs"])
+    atomic_write_text(paths[1], markdown + rendering.render_timing_markdown(payload, TIME_NOTE))
+    atomic_write_text(paths[2], rendering.render_chart_html(summary, payload["runs"]))
     return paths
-
-
-def _timing_markdown(payload: Mapping[str, Any]) -> str:
-    def fmt(value: Any, spec: str) -> str:
-        return "n/a" if value is None else format(value, spec)
-
-    lines = [
-        "",
-        f"Model: {payload.get('model')}; device: {payload.get('device')}; load {fmt(payload.get('load_s'), '.1f')} s",
-        "",
-        "| dataset | rows dropped before inference | engine s | RTFx engine | end-to-end s | RTFx end-to-end |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for run in payload["runs"]:
-        lines.append(
-            f"| {run['dataset']} | {run['rows_dropped_before_inference']} | {fmt(run['time_s'], '.2f')} | "
-            f"{fmt(run['rtfx_engine'], '.1f')} | {fmt(run['wall_s'], '.2f')} | {fmt(run['rtfx_end_to_end'], '.1f')} |"
-        )
-    lines += ["", f"_{TIME_NOTE}_"]
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- report DIR
 
 
-def rescore(directory: Path, *, prefer: str = "auto", output_dir: Path | None = None) -> EvalOutcome:
+def rescore(
+    directory: Path, *, prefer: str = "auto", output_dir: Path | None = None, scorer: Scorer = Scorer(DEFAULT_SCORER)
+) -> EvalOutcome:
     """Score existing files without a model and write results.* into `output_dir` (default `directory`).
 
     Args:
@@ -361,6 +354,7 @@ def rescore(directory: Path, *, prefer: str = "auto", output_dir: Path | None = 
         prefer: "leaderboard" (MODEL_*_DATASET_*.jsonl files), "predictions" (merged predictions.jsonl per
             folder; their report*.json files give the time), or "auto": leaderboard files when there are any.
             From predictions, leaderboard files are written too when the meta file says which dataset it was.
+        scorer: the scorer; each dataset's language is its registry set's, else the run's (meta), else "en".
 
     Raises:
         UsageError: nothing to score in `directory`.
@@ -369,13 +363,13 @@ def rescore(directory: Path, *, prefer: str = "auto", output_dir: Path | None = 
 
     directory = Path(directory)
     out = Path(output_dir) if output_dir is not None else directory
-    manifests = reports.read_leaderboard_manifests(directory) if prefer in ("auto", "leaderboard") else {}
+    manifests = lbf.read_leaderboard_manifests(directory) if prefer in ("auto", "leaderboard") else {}
     if manifests:
         known = _eval_datasets(directory)
-        runs = [_run_from_leaderboard(name, rows, directory, known) for name, rows in manifests.items()]
+        runs = [_run_from_leaderboard(name, rows, directory, known, scorer) for name, rows in manifests.items()]
         model_id = next(iter(manifests)).model
     else:
-        runs = [] if prefer == "leaderboard" else _runs_from_predictions(directory, out)
+        runs = [] if prefer == "leaderboard" else _runs_from_predictions(directory, out, scorer)
         model_id = None
     if not runs:
         raise UsageError(
@@ -385,29 +379,46 @@ def rescore(directory: Path, *, prefer: str = "auto", output_dir: Path | None = 
     return _finish(out, runs, model_id, False)
 
 
-def _eval_datasets(directory: Path) -> dict[tuple[str, str, str], tuple[str, int]]:
-    """(name, rows dropped before inference) per (dataset slug, config, split), from eval's meta files.
+@dataclass(frozen=True)
+class _KnownDataset:
+    """What eval's meta files remember about a dataset that its leaderboard file does not say."""
 
-    Leaderboard files hold only the rows that were transcribed; eval's dataset folders remember the rest.
-    """
-    found: dict[tuple[str, str, str], tuple[str, int]] = {}
+    name: str
+    rows_dropped: int
+    language: str | None
+
+
+def _eval_datasets(directory: Path) -> dict[tuple[str, str, str], _KnownDataset]:
+    """Per (dataset slug, config, split): name, rows dropped before inference, language, from eval's meta files."""
+    found: dict[tuple[str, str, str], _KnownDataset] = {}
     for path in directory.rglob("predictions*.meta.json"):
-        identity = (outputs.read_json(path) or {}).get("input") or {}
+        meta = outputs.read_json(path) or {}
+        identity = meta.get("input") or {}
         spec = identity.get("leaderboard") or {}
         if spec.get("path") is not None:
             key = (str(spec["path"]).replace("/", "-"), spec.get("config") or "", spec.get("split") or "")
-            found[key] = (str(spec.get("name") or identity.get("name")), int(identity.get("rows_dropped") or 0))
+            language = spec.get("language") or _meta_language(meta)
+            found[key] = _KnownDataset(
+                str(spec.get("name") or identity.get("name")), int(identity.get("rows_dropped") or 0), language
+            )
     return found
 
 
+def _meta_language(meta: Mapping[str, Any]) -> str | None:
+    return ((meta.get("settings") or {}).get("decode") or {}).get("language")
+
+
 def _run_from_leaderboard(
-    name: reports.LeaderboardName, rows: list[dict[str, Any]], directory: Path, known: Mapping[tuple, tuple[str, int]]
+    name: lbf.LeaderboardName, rows: list[dict[str, Any]], directory: Path,
+    known: Mapping[tuple[str, str, str], _KnownDataset], scorer: Scorer,
 ) -> DatasetRun:
-    own_label, before = known.get((name.dataset_path, name.config, name.split), (None, 0))
-    label = lb.name_for(name.dataset_path, name.config, name.split) or own_label
+    seen = known.get((name.dataset_path, name.config, name.split))
+    label = lb.name_for(name.dataset_path, name.config, name.split) or (seen.name if seen else None)
     label = label or f"{name.dataset_path}_{name.config}_{name.split}"
-    result = _with_dropped(reports.result_from_leaderboard_rows(label, rows), before)
     spec = lb.REGISTRY.get(label)
+    language = (spec.language if spec else None) or (seen.language if seen else None) or DEFAULT_LANGUAGE
+    before = seen.rows_dropped if seen else 0
+    result = _with_dropped(reports.result_from_leaderboard_rows(label, rows, Scoring(scorer, language)), before)
     target = {
         "dataset": label,
         "dataset_path": spec.path if spec else name.dataset_path,
@@ -415,6 +426,7 @@ def _run_from_leaderboard(
         "split": name.split,
         "family": spec.family if spec else None,
         "chunked": spec.chunked if spec else any("chunk_index" in r for r in rows),
+        "language": language,
     }
     timing = {
         "time_s": result.time_s, "wall_s": None, "rtfx_engine": result.rtfx, "rtfx_end_to_end": None,
@@ -423,16 +435,16 @@ def _run_from_leaderboard(
     return DatasetRun(target, directory, result, timing, None, directory / name.filename(), before)
 
 
-def _runs_from_predictions(directory: Path, out: Path) -> list[DatasetRun]:
+def _runs_from_predictions(directory: Path, out: Path, scorer: Scorer) -> list[DatasetRun]:
     runs = []
     for path in sorted(directory.rglob("predictions.jsonl")):
         folder = path.parent
         rows = _rows_in_order(path)
-        score = reports.score_rows(rows)
-        report_dicts = _folder_reports(folder)
-        timing = timing_from_reports(report_dicts, score.audio_s)
         meta = outputs.read_json(folder / "predictions.meta.json") or {}
         target = _target_from_meta(meta, folder, directory)
+        score = reports.score_rows(rows, Scoring(scorer, target["language"]))
+        report_dicts = _folder_reports(folder)
+        timing = timing_from_reports(report_dicts, score.audio_s)
         dropped = int((meta.get("input") or {}).get("rows_dropped") or 0)
         result = _with_dropped(reports.DatasetResult.from_score(target["dataset"], score, timing["time_s"]), dropped)
         leaderboard_file = _leaderboard_from_meta(meta, target, rows, timing, out)
@@ -460,6 +472,7 @@ def _target_from_meta(meta: Mapping[str, Any], folder: Path, root: Path) -> dict
         "split": spec.get("split"),
         "family": spec.get("family"),
         "chunked": bool(spec.get("chunked")),
+        "language": spec.get("language") or _meta_language(meta) or DEFAULT_LANGUAGE,
     }
 
 
@@ -467,7 +480,6 @@ def _leaderboard_from_meta(meta, target, rows, timing, out: Path) -> Path | None
     model_id = ((meta.get("settings") or {}).get("engine") or {}).get("model")
     if not model_id or target["dataset_path"] is None or target["split"] is None:
         return None
-    path = out / reports.leaderboard_filename(model_id, target["dataset_path"], target["config"] or "", target["split"])
-    per_row = (timing["time_s"] or 0.0) / len(rows) if rows else 0.0
-    reports.write_leaderboard_manifest(path, rows, per_row)
+    path = out / lbf.leaderboard_filename(model_id, target["dataset_path"], target["config"] or "", target["split"])
+    lbf.write_leaderboard_manifest(path, rows, timing["time_s"] or 0.0)
     return path

@@ -1,38 +1,28 @@
-"""Word and character error rates, RTFx and the Open ASR Leaderboard's averaging rules. Pure logic, no I/O.
+"""Word-count types, RTFx, the Open ASR Leaderboard's averaging rules and chunk joining. Pure logic, no I/O.
 
-Conventions follow the classic Open ASR Leaderboard scorer (jiwer over a whole dataset):
-- Both sides go through Whisper's `EnglishTextNormalizer` (imported from the `openai-whisper` package).
-- Pairs whose normalized reference is empty or "ignore time segment in scoring" are dropped and counted.
-- WER is corpus level: sum of errors over sum of reference words. The mean of per-utterance WERs is kept
-  only to explain why other tools report different numbers.
-
-The 2026 leaderboard scores with kaldialign and merges compounds ("white paper" == "whitepaper"), and its
-normalizer has extra rules; numbers from this module are the classic variant.
+Which normalizer and aligner turn text into counts is `scoring` (scorers by name); `normalize` and
+`corpus_wer` here are the default scorer's, for callers that do not pick one.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from speechlm_batch.scoring import Scoring
 
 IGNORE_REFERENCE = "ignore time segment in scoring"  # leaderboard data_utils drops these references
 CHUNK_PARENT_KEY = "parent_id"
 CHUNK_INDEX_KEY = "chunk_index"
 
 
-@functools.cache
-def _english_normalizer() -> Callable[[str], str]:
-    # Built once per process: construction reads the spelling map, and `whisper` imports torch.
-    from whisper.normalizers import EnglishTextNormalizer
-
-    return EnglishTextNormalizer()
-
-
 def normalize(text: str) -> str:
-    """Apply Whisper's English text normalizer (the leaderboard's classic normalizer) to raw text."""
-    return _english_normalizer()(text)
+    """The default scorer's normalizer for English (the leaderboard's 2026 English normalizer)."""
+    from speechlm_batch.scoring import Scoring
+
+    return Scoring().normalize(text)
 
 
 @dataclass(frozen=True)
@@ -123,61 +113,11 @@ class ScoredSet:
         )
 
 
-def corpus_wer(refs: Sequence[str], hyps: Sequence[str]) -> ScoredSet:
-    """Normalize both sides and score the pairs at corpus level.
+def corpus_wer(refs: Sequence[str], hyps: Sequence[str], scoring: Scoring | None = None) -> ScoredSet:
+    """`scoring.corpus_wer` with the default scorer unless one is given."""
+    from speechlm_batch import scoring as scoring_mod
 
-    Args:
-        refs: raw reference transcripts.
-        hyps: raw hypotheses, same length. An empty hypothesis counts every reference word as deleted.
-
-    Returns:
-        Word counts, CER and mean per-utterance WER over the kept pairs, and how many pairs were dropped.
-    """
-    if len(refs) != len(hyps):
-        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    kept_refs: list[str] = []
-    kept_hyps: list[str] = []
-    for ref, hyp in zip(refs, hyps):
-        norm_ref = normalize(ref)
-        if not norm_ref.strip() or norm_ref.strip() == IGNORE_REFERENCE:
-            continue
-        kept_refs.append(norm_ref)
-        kept_hyps.append(normalize(hyp))
-    dropped = len(refs) - len(kept_refs)
-    if not kept_refs:
-        return ScoredSet(dropped_refs=dropped)
-    words, utterance_wer_sum = _word_counts(kept_refs, kept_hyps)
-    char_errors, reference_chars = _char_counts(kept_refs, kept_hyps)
-    return ScoredSet(words, char_errors, reference_chars, utterance_wer_sum, dropped)
-
-
-def _word_counts(refs: list[str], hyps: list[str]) -> tuple[WerStats, float]:
-    """Corpus counts, plus the sum of per-utterance WERs read off jiwer's per-pair alignments."""
-    import jiwer
-
-    out = jiwer.process_words(refs, hyps)
-    utterance_wer_sum = 0.0
-    for ref_words, chunks in zip(out.references, out.alignments):
-        edits = sum(
-            max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx) for c in chunks if c.type != "equal"
-        )
-        utterance_wer_sum += edits / len(ref_words)
-    stats = WerStats(
-        substitutions=out.substitutions,
-        deletions=out.deletions,
-        insertions=out.insertions,
-        hits=out.hits,
-        reference_words=sum(len(r) for r in out.references),
-        utterances=len(refs),
-    )
-    return stats, utterance_wer_sum
-
-
-def _char_counts(refs: list[str], hyps: list[str]) -> tuple[int, int]:
-    import jiwer
-
-    out = jiwer.process_characters(refs, hyps)
-    return out.substitutions + out.deletions + out.insertions, sum(len(r) for r in out.references)
+    return scoring_mod.corpus_wer(refs, hyps, scoring or scoring_mod.Scoring())
 
 
 def rtfx(audio_s: float | None, time_s: float | None) -> float | None:

@@ -18,6 +18,7 @@ from speechlm_batch import outputs, pipeline, reports, sharding
 from speechlm_batch.adapters import resolve_adapter
 from speechlm_batch.adapters.base import ModelAdapter
 from speechlm_batch.engine import Engine
+from speechlm_batch.scoring import Scoring
 from speechlm_batch.server_engine import ServerEngine
 from speechlm_batch.settings import RunSettings
 from speechlm_batch.sources import Source
@@ -197,7 +198,7 @@ def _meta(source: Source, settings: RunSettings, model_path: str, shard: ShardPl
 
 
 def _report(path, settings, engine: Engine, adapter: ModelAdapter, stats: pipeline.LoopStats, warmup_s, resumed):
-    score = reports.score_rows(outputs.read_predictions(path))
+    score = reports.score_rows(outputs.read_predictions(path), Scoring.from_settings(settings))
     timings = reports.Timings(
         load_s=engine.load_s,
         warmup_s=warmup_s,

@@ -16,6 +16,7 @@ from typing import Any
 
 DEFAULT_MODEL = "whisper-base"
 DEFAULT_LANGUAGE = "en"
+DEFAULT_SCORER = "2026"  # how WER is scored (speechlm_batch.scoring): the Open ASR Leaderboard's current rules
 DEFAULT_TASK_PROMPT = "Transcribe the following:"  # NeMo Speech LM task prompt (NeMo-Skills backend default)
 DEFAULT_AUDIO_PLACEHOLDER = "<|audio|>"
 CPU_KV_CACHE_GIB = 2.0  # on CPU vLLM otherwise reserves a share of system RAM
@@ -90,6 +91,7 @@ class RunSettings:
     decode_workers: int = 2  # threads decoding / resampling the next window while the engine runs
     sort_by_duration: bool = True  # longest first inside a window: fuller batches
     strict: bool = False  # manifest problems are fatal before the engine starts
+    scorer: str = DEFAULT_SCORER  # scoring only: not part of the fingerprint
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +124,7 @@ OPERATIONAL_FIELDS = frozenset({
     "engine.max_num_seqs", "engine.max_num_batched_tokens", "engine.gpu_memory_utilization",
     "engine.kv_cache_gib", "engine.tensor_parallel_size", "engine.enforce_eager",
     "window_rows", "window_audio_s", "decode_workers", "sort_by_duration", "strict",
+    "scorer",  # how finished rows are scored, not what they say: `report DIR --scorer` re-scores any run
     # server mode sends the same prompt to the same model, greedy: where rows go does not change their text
     "server.urls", "server.concurrency", "server.retries", "server.request_timeout_s", "server.api_key_env",
     "server.launch", "server.api_server_count", "server.serve_args",

@@ -40,7 +40,7 @@ def _assert_whole(text: str, cells: list[str]) -> None:
 def test_eval_tables_fit_80_columns():
     text = _render(*ui.eval_results_tables(_payload(), "whisper-large-v3-turbo · eval/"))
     _assert_whole(text, [*NAMES, "123456", "1234567", "12.34", "5.67", "123.456", "12345 / 1234 / 1234", "1234.5",
-                         "999.9", "average", "composite", "277.778", "dropped", "WER %", "CER %", "S / D / I"])
+                         "999.9", "average", "composite", "277.778", "dropped", "failed", "WER %", "CER %", "S / D / I"])
 
 
 def test_run_summary_fits_80_columns():

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from speechlm_batch import cli, evaluation, runner
 from speechlm_batch.cli import console as ui
 from speechlm_batch.engine import Engine
+from speechlm_batch.scoring import Scorer
 from speechlm_batch.settings import EngineSettings, RunSettings
 from speechlm_batch.sources import leaderboard as lb
 
@@ -303,3 +304,80 @@ def test_cli_eval_named_set_not_available(cli_engine, tmp_path, monkeypatch):
 def test_cli_eval_needs_exactly_one_input(cli_engine, tmp_path):
     code, text = invoke("eval", "-o", tmp_path)
     assert code == 2 and "--hf-dataset" in text
+
+
+# ---------------------------------------------------------------------------------------------- failed rows
+
+# Dataset "gamma": row "g2" has audio that does not decode, so it fails; its reference still counts.
+GAMMA_TEXTS = {"g0": "hello there", "g1": "the white paper", "g2": "three lost words"}
+GAMMA_PREDICTIONS = {"g0": "hello there", "g1": "the whitepaper"}
+
+
+@pytest.fixture(scope="module")
+def gamma(tmp_path_factory) -> Path:
+    from datasets import Audio, Dataset
+    from test_hf_source import tone_bytes
+
+    folder = tmp_path_factory.mktemp("gamma") / "gamma"
+    audio = [{"bytes": tone_bytes(0.5), "path": "g0.wav"}, {"bytes": tone_bytes(0.7), "path": "g1.wav"},
+             {"bytes": b"this is not audio", "path": "g2.wav"}]
+    columns = {"audio": audio, "text": list(GAMMA_TEXTS.values()), "id": list(GAMMA_TEXTS)}
+    Dataset.from_dict(columns).cast_column("audio", Audio()).save_to_disk(str(folder))
+    return folder
+
+
+def _board_wer(leaderboard_file: Path, scoring) -> float:
+    """What the leaderboard's scorer computes from the file: both sides normalized, kaldialign, compounds merged."""
+    import kaldialign
+
+    rows = [json.loads(line) for line in leaderboard_file.read_text().splitlines()]
+    refs = [tuple(scoring.normalize(r["text"]).split()) for r in rows]
+    hyps = [tuple(scoring.normalize(r["pred_text"]).split()) for r in rows]
+    return kaldialign.batch_error_rate(refs, hyps, merge_compounds=True)["err_rate"]
+
+
+@pytest.mark.parametrize("scorer", ["2026", "classic"])
+def test_failed_rows_score_alike_in_eval_report_and_leaderboard_file(gamma, tmp_path, scorer):
+    from speechlm_batch.scoring import Scoring
+
+    engine = fakes.FakeEngine(lambda utterance_id: GAMMA_PREDICTIONS.get(utterance_id, ""))
+    settings = RunSettings(engine=EngineSettings(model="org/fake-model"), scorer=scorer)
+    outcome = evaluation.run_eval(
+        [evaluation.target_from_hf(str(gamma))], settings, tmp_path, model_path="fake-model", model_id="m",
+        engine=engine,
+    )
+    evaluated = outcome.summary.datasets[0]
+    assert evaluated.failed == 1 and evaluated.failed_scored == 1 and outcome.rows_failed == 1
+    # 2026: "white paper" == "whitepaper"; the failed row's 3 words are deleted: 3 errors over 8 words.
+    # classic: the compound costs S + D as well: 5 errors over 8.
+    assert evaluated.wer == pytest.approx(3 / 8 if scorer == "2026" else 5 / 8)
+    assert evaluated.wer_ok_only == pytest.approx(0 / 5 if scorer == "2026" else 2 / 5)
+    from_files = evaluation.rescore(tmp_path, output_dir=tmp_path / "lb", scorer=Scorer(scorer)).summary.datasets[0]
+    from_rows = evaluation.rescore(tmp_path, prefer="predictions", output_dir=tmp_path / "pr", scorer=Scorer(scorer))
+    for other in (from_files, from_rows.summary.datasets[0]):  # to the last digit
+        assert (other.wer, other.wer_ok_only, other.failed, other.wer_stats) == (
+            evaluated.wer, evaluated.wer_ok_only, evaluated.failed, evaluated.wer_stats
+        )
+    if scorer == "2026":
+        leaderboard_file = next(tmp_path.glob("MODEL_*.jsonl"))
+        assert _board_wer(leaderboard_file, Scoring()) == evaluated.wer
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["scorer"] == scorer and payload["datasets"][0]["failed"] == 1
+    assert "WER ok rows" in (tmp_path / "results.md").read_text()
+
+
+def test_cli_report_scorer_and_eval_language_checks(cli_engine, tmp_path):
+    mirror = tmp_path / "mirror"
+    make_dataset(ALPHA, [0.5, 0.6, 0.7, 0.8, 0.9]).save_to_disk(str(lb.REGISTRY["ami"].mirror_dir(mirror)))
+    code, text = invoke("eval", "-d", "ami", "--datasets-dir", mirror, "-o", tmp_path / "out", "--scorer", "classic")
+    assert code == 0, text
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["scorer"] == "classic"
+    code, text = invoke("report", tmp_path / "out", "--scorer", "2026")
+    assert code == 0 and "scorer 2026" in text
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["scorer"] == "2026"
+    code, text = invoke("report", tmp_path / "out", "--scorer", "2027")
+    assert code == 2
+    code, text = invoke("eval", "-d", "fleurs_de", "-o", tmp_path / "de")  # --language is en
+    assert code == 2 and "fleurs_de" in text and "-l de" in text
+    code, text = invoke("eval", "-d", "multilingual", "-l", "ja", "-o", tmp_path / "ja")
+    assert code == 2 and "no multilingual sets" in text

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from test_hf_source import make_dataset
 
-from speechlm_batch import reports
+from speechlm_batch import leaderboard_files
 from speechlm_batch.errors import OfflineAssetError, UsageError
 from speechlm_batch.sources import leaderboard as lb
 
 
 def test_classic_eight_and_2026_set():
-    classic = lb.expand(["all"])
+    classic = lb.expand(["all-classic"])
     assert [s.name for s in classic] == [
         "ami", "earnings22", "gigaspeech", "librispeech_clean",
         "librispeech_other", "spgispeech", "tedlium", "voxpopuli",
@@ -22,7 +22,8 @@ def test_classic_eight_and_2026_set():
     clean = lb.REGISTRY["librispeech_clean"]
     assert (clean.config, clean.split) == ("librispeech", "test.clean")
     assert lb.REGISTRY["librispeech_other"].split == "test.other"
-    new = lb.expand(["all-2026"])
+    new = lb.expand(["all"])
+    assert new == lb.expand(["all-2026"])
     assert len(new) == 7 and {s.family for s in new} == {"2026"}
     configs = {(s.path, s.config, s.split) for s in new}
     assert ("hf-audio/open-asr-leaderboard", "ami_cleaned", "test") in configs
@@ -31,6 +32,24 @@ def test_classic_eight_and_2026_set():
     chunked = [s for s in new if s.chunked]
     assert [(s.path, s.config) for s in chunked] == [("ArtificialAnalysis/Earnings22-Cleaned-AA-chunked", "")]
     assert not any(s.name == "tedlium" for s in new)
+
+
+def test_longform_and_multilingual_tracks():
+    assert [(s.path, s.config) for s in lb.expand(["longform"])] == [
+        ("hf-audio/asr-leaderboard-longform", "earnings21"),
+        ("hf-audio/asr-leaderboard-longform", "earnings22"),
+        ("hf-audio/asr-leaderboard-longform", "tedlium"),
+    ]
+    assert lb.REGISTRY["coraal_atl"].path == "bezzam/coraal" and lb.REGISTRY["coraal_atl"].config == "ATL"
+    # 13 multilingual columns on the board: de 2, fr 3, it 3, es 3, pt 2
+    multilingual = [s for s in lb.REGISTRY.values() if s.family == "multilingual"]
+    assert len(multilingual) == 13
+    fr = lb.expand(["multilingual"], language="fr")
+    assert [(s.config, s.language) for s in fr] == [("fleurs_fr", "fr"), ("mcv_fr", "fr"), ("mls_fr", "fr")]
+    assert [s.name for s in lb.expand(["multilingual-pt"])] == ["fleurs_pt", "mls_pt"]
+    assert {s.path for s in fr} == {"hf-audio/open-asr-leaderboard-multilingual-datasets"}
+    with pytest.raises(UsageError, match="no multilingual sets for --language en"):
+        lb.expand(["multilingual"])
 
 
 def test_expand_dedupes_keeps_order_and_rejects_unknown():
@@ -42,14 +61,14 @@ def test_expand_dedupes_keeps_order_and_rejects_unknown():
 
 def test_leaderboard_file_names_round_trip():
     ami = lb.REGISTRY["ami"]
-    name = reports.leaderboard_filename("openai/whisper-base", ami.path, ami.config, ami.split)
+    name = leaderboard_files.leaderboard_filename("openai/whisper-base", ami.path, ami.config, ami.split)
     assert name == "MODEL_openai-whisper-base_DATASET_hf-audio-esb-datasets-test-only-sorted_ami_test.jsonl"
-    parsed = reports.parse_leaderboard_filename(name)
+    parsed = leaderboard_files.parse_leaderboard_filename(name)
     assert lb.name_for(parsed.dataset_path, parsed.config, parsed.split) == "ami"
     e22 = lb.REGISTRY["earnings22_cleaned_aa_chunked"]
-    name = reports.leaderboard_filename("m", e22.path, e22.config, e22.split)
+    name = leaderboard_files.leaderboard_filename("m", e22.path, e22.config, e22.split)
     assert name == "MODEL_m_DATASET_ArtificialAnalysis-Earnings22-Cleaned-AA-chunked__test.jsonl"
-    parsed = reports.parse_leaderboard_filename(name)
+    parsed = leaderboard_files.parse_leaderboard_filename(name)
     assert lb.name_for(parsed.dataset_path, parsed.config, parsed.split) == e22.name
     assert lb.name_for("x", "y", "z") is None
 

@@ -110,12 +110,13 @@ def eval_results_tables(payload: Mapping[str, Any], title: str) -> list[Table]:
     """The eval / report tables from results.json's content: accuracy per dataset, then errors and speed."""
     runs = {run["dataset"]: run for run in payload.get("runs", [])}
     datasets = payload["datasets"]
-    accuracy = _narrow_table(title, ("dataset", "rows", "dropped", "words", "WER %", "CER %"))
+    title = f"{title} · scorer {payload['scorer']}" if payload.get("scorer") else title
+    accuracy = _narrow_table(title, ("dataset", "rows", "failed/\ndropped", "words", "WER %", "CER %"))
     speed = _narrow_table("errors and speed", ("dataset", "hours", "S / D / I", "RTFx\nengine", "RTFx\ne2e"))
     for i, d in enumerate(datasets):
         w, run, last = d["wer_stats"], runs.get(d["name"], {}), i == len(datasets) - 1
         accuracy.add_row(
-            d["name"], str(d["rows"]), str(d["dropped_refs"]), str(w["reference_words"]),
+            d["name"], str(d["rows"]), f"{d.get('failed', 0)}/{d['dropped_refs']}", str(w["reference_words"]),
             _fmt(d["wer_percent"]), _fmt(d.get("cer_percent")), end_section=last,
         )
         speed.add_row(

@@ -1,4 +1,4 @@
-"""`speechlm-batch eval`: Open ASR Leaderboard sets or any HF dataset, one engine, leaderboard-exact scores.
+"""`speechlm-batch eval`: Open ASR Leaderboard sets or any HF dataset, one engine, scored as the board scores.
 
 Exit codes as transcribe (errors.py): 0 complete (failed rows are scored without them and counted), 2 usage,
 3 a dataset or the model is not available, 130 interrupted (rerun to resume).
@@ -16,7 +16,7 @@ from speechlm_batch.cli import common
 from speechlm_batch.cli import console as ui
 from speechlm_batch.cli.options import INPUT, OutputDirOpt, RunArgs, run_options
 from speechlm_batch.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from speechlm_batch.sources.leaderboard import GROUPS, REGISTRY
+from speechlm_batch.sources.leaderboard import GROUPS, REGISTRY, expand
 
 DatasetOpt = Annotated[
     Optional[list[str]],
@@ -24,9 +24,11 @@ DatasetOpt = Annotated[
         "--dataset",
         "-d",
         help=(
-            "Named Open ASR Leaderboard set (repeatable): "
+            "Named Open ASR Leaderboard set or group (repeatable). Groups: 'all' = the 2026 public English set "
+            "(7 sets, hf-audio/open-asr-leaderboard + chunked Earnings22); 'all-classic' = the 2024-2026 eight; "
+            "'longform'; 'multilingual' = FLEURS / MCV / MLS of --language (de, fr, it, es, pt). Sets: "
             + ", ".join(REGISTRY)
-            + ". 'all' = the classic eight (esb-datasets-test-only-sorted); 'all-2026' = the 2026 public set."
+            + "."
         ),
         rich_help_panel=INPUT,
     ),
@@ -64,9 +66,13 @@ EXAMPLES = """\
 [bold]Examples[/bold]
 
 Two named leaderboard sets with Whisper base:
-  [cyan]speechlm-batch eval -d librispeech_clean -d ami -m whisper-base -o eval/[/cyan]
-The classic eight from a local mirror:
-  [cyan]speechlm-batch eval -d all --datasets-dir /data/esb[/cyan]
+  [cyan]speechlm-batch eval -d librispeech_clean_2026 -d ami_cleaned -m whisper-base -o eval/[/cyan]
+The 2026 public English set from a local mirror (scorer 2026, the default):
+  [cyan]speechlm-batch eval -d all --datasets-dir /data/asr[/cyan]
+The classic eight, scored the classic way:
+  [cyan]speechlm-batch eval -d all-classic --scorer classic[/cyan]
+The German multilingual sets (German normalizer):
+  [cyan]speechlm-batch eval -d multilingual -l de -m whisper-small[/cyan]
 Any dataset, its first 200 rows:
   [cyan]speechlm-batch eval --hf-dataset ./my_set --split test --limit 200[/cyan]
 Re-score the written files later, without a model:
@@ -94,7 +100,8 @@ def eval_command(
     settings, model = run.settings, run.settings.engine.model
     chunk_spec = common.resolve_chunk(run.chunk)
     retry = common.retry_kinds(run)
-    targets = _targets(dataset, hf_dataset, config, split, limit, datasets_dir)  # before the model loads
+    language = settings.decode.language
+    targets = _targets(dataset, hf_dataset, config, split, limit, datasets_dir, language)  # before the model loads
     model_path = common.run_model(settings)
     preflight.check_run(settings, model_path, output_dir)  # seconds, before an engine start of minutes
     with common.run_logging(output_dir, chunk_spec, run.log_level, "eval") as log:
@@ -104,13 +111,24 @@ def eval_command(
     raise typer.Exit(code)
 
 
-def _targets(dataset, hf_dataset, config, split, limit, datasets_dir) -> list[evaluation.EvalTarget]:
+def _targets(dataset, hf_dataset, config, split, limit, datasets_dir, language) -> list[evaluation.EvalTarget]:
     if bool(dataset) == bool(hf_dataset):
-        groups = " / ".join(f"--dataset {g}" for g in GROUPS)
+        groups = " / ".join(f"--dataset {g}" for g in GROUPS if "-" not in g or g == "all-classic")
         raise UsageError(f"give either --dataset NAME (or {groups}) or --hf-dataset ID_OR_PATH, not both or neither")
     if hf_dataset:
         return [evaluation.target_from_hf(hf_dataset, config, split, limit=limit)]
-    return evaluation.targets_from_names(dataset, mirror=datasets_dir, limit=limit)
+    _check_languages(dataset, language)
+    return evaluation.targets_from_names(dataset, mirror=datasets_dir, limit=limit, language=language)
+
+
+def _check_languages(names: list[str], language: str) -> None:
+    """One --language per run: the model is asked for it and the normalizer follows the set's language."""
+    other = sorted({s.name for s in expand(names, language=language) if s.language != language})
+    if other:
+        raise UsageError(
+            f"{', '.join(other)} are not in --language {language}",
+            hint="run each language separately, e.g. -d multilingual-de -l de",
+        )
 
 
 def _run(targets, settings, output_dir, model_path, model, chunk_spec, overwrite, retry) -> evaluation.EvalOutcome:

@@ -20,6 +20,7 @@ from speechlm_batch import reports
 from speechlm_batch.cli import console as ui
 from speechlm_batch.errors import EXIT_MERGE_CONFLICT, EXIT_MERGE_INCOMPLETE, EXIT_OK
 from speechlm_batch.outputs import read_json, read_predictions
+from speechlm_batch.scoring import Scoring
 from speechlm_batch.sharding import ChunkSpec
 
 SCRIPT_PLACEHOLDER = "<your array script>"
@@ -95,11 +96,11 @@ def combined_report(result: merge_mod.MergeResult, output_dir: Path) -> reports.
     by that run, whose report was replaced), so audio and time are summed over the same rows.
     """
     assert result.merged is not None
-    score = reports.score_rows(read_predictions(result.merged))
     found = chunk_reports(output_dir, result.chunk_count)
     present = [r for r in found if r is not None]
     missing = [k for k, r in enumerate(found) if r is None]
     first = present[0] if present else {}
+    score = reports.score_rows(read_predictions(result.merged), Scoring.from_settings(first.get("settings") or {}))
     warnings = tuple(score.warnings)
     if missing:
         warnings += (f"no report for chunks {merge_mod.compress_indices(missing)}: RTFx leaves them out",)
@@ -131,12 +132,8 @@ def _summed_timings(chunk_reports_: Sequence[Mapping[str, Any]]) -> reports.Timi
 
 def _timed_audio_s(report: Mapping[str, Any]) -> float:
     """Audio seconds behind a chunk report's RTFx (this run's audio, not resumed rows')."""
-    for value in ((report.get("rtfx") or {}).get("audio_s"), report.get("run_audio_s"), report.get("audio_s")):
-        if isinstance(value, (int, float)):
-            return float(value)
-    score = report.get("score") or {}
-    value = score.get("audio_s") if isinstance(score, Mapping) else None
-    return float(value) if isinstance(value, (int, float)) else 0.0
+    loaded = reports.load_report(report)
+    return loaded.timed_audio_s if loaded is not None else 0.0
 
 
 def _rows(report: Mapping[str, Any]) -> Mapping[str, Any]:

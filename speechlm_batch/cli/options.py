@@ -31,6 +31,7 @@ from speechlm_batch import settings as s
 from speechlm_batch.adapters import FAMILIES
 from speechlm_batch.errors import UsageError
 from speechlm_batch.types import ErrorKind
+from speechlm_batch.scoring import Scorer
 
 E, D, R, S = s.EngineSettings(), s.DecodeSettings(), s.RunSettings(), s.ServerSettings()
 
@@ -41,9 +42,11 @@ DECODING = "Decoding"
 ENGINE = "Engine (vLLM)"
 SERVER = "Server mode (vllm serve)"
 OUTPUT = "Output and logs"
+SCORING = "Scoring"
 SHARDING = "Sharding and resume"
-PANELS = (INPUT, MODEL, DECODING, ENGINE, SERVER, OUTPUT, SHARDING)
+PANELS = (INPUT, MODEL, DECODING, ENGINE, SERVER, OUTPUT, SCORING, SHARDING)
 BOTH = ("transcribe", "eval")
+SCORED = ("eval", "report")
 
 Family = StrEnum("Family", {name: name for name in FAMILIES})  # --family choices come from the adapters
 
@@ -333,6 +336,14 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "verbose", int, 0, ("--verbose", "-v"), OUTPUT,
         "Show more engine logs in the terminal: -v warnings, -vv info, -vvv debug (overrides --log-level).",
         extra={"count": True},
+    ),
+    # -- scoring
+    RunOption(
+        "scorer", Scorer, Scorer(R.scorer), ("--scorer",), SCORING,
+        "How WER is scored: 2026 (the Open ASR Leaderboard now: its 2026 normalizer, kaldialign with compound "
+        "merging) or classic (2024-2026 board: Whisper normalizer, jiwer). Non-English sets use the "
+        "multilingual normalizer of their language.",
+        target="run.scorer", commands=SCORED, parse=_value, extra={"metavar": "NAME"},
     ),
     # -- sharding and resume
     RunOption(

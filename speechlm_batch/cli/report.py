@@ -10,7 +10,9 @@ import typer
 
 from speechlm_batch import evaluation
 from speechlm_batch.cli.eval import show_results
+from speechlm_batch.cli.options import RunArgs, run_options
 from speechlm_batch.errors import EXIT_OK
+from speechlm_batch.scoring import Scorer
 
 
 class ScoreFrom(StrEnum):
@@ -19,6 +21,7 @@ class ScoreFrom(StrEnum):
     predictions = "predictions"
 
 
+@run_options("report")
 def report(
     directory: Annotated[Path, typer.Argument(help="Folder searched recursively.", exists=True, file_okay=False)],
     score_from: Annotated[
@@ -32,8 +35,11 @@ def report(
     output_dir: Annotated[
         Optional[Path], typer.Option("--output-dir", "-o", help="Where results.* go (default: DIR).")
     ] = None,
+    *,
+    run: RunArgs,
 ) -> None:
     """Write results.json / results.md / results.html for DIR and print the table (leaderboard rules)."""
-    outcome = evaluation.rescore(directory, prefer=score_from.value, output_dir=output_dir)
-    show_results(outcome, f"{directory} · re-scored from {score_from.value}")
+    scorer = Scorer(run.settings.scorer)
+    outcome = evaluation.rescore(directory, prefer=score_from.value, output_dir=output_dir, scorer=scorer)
+    show_results(outcome, f"{directory} · re-scored from {score_from.value} · scorer {scorer.value}")
     raise typer.Exit(EXIT_OK)

@@ -1,12 +1,17 @@
 """The Open ASR Leaderboard's named test sets, and where a local copy of each is looked for.
 
-Two families (say which one a number comes from; ../docs and the leaderboard README):
-    * "classic" (July 2024 - July 2026): eight English sets from `hf-audio/esb-datasets-test-only-sorted`.
-      `--dataset all` runs these eight.
-    * "2026": the current public set from `hf-audio/open-asr-leaderboard` (cleaned AMI / GigaSpeech /
-      VoxPopuli, LibriSpeech, SPGISpeech) plus `ArtificialAnalysis/Earnings22-Cleaned-AA-chunked`, whose
-      chunk predictions are joined per call (`parent_id`, by `chunk_index`) before scoring.
-      `--dataset all-2026` runs these seven. Scores here use the classic scorer rules (see metrics).
+Families (say which one a number comes from; docs: leaderboard-and-peers.md §1.1 and the leaderboard README):
+    * "2026": the current public English set from `hf-audio/open-asr-leaderboard` (cleaned AMI / GigaSpeech
+      / VoxPopuli, LibriSpeech, SPGISpeech) plus `ArtificialAnalysis/Earnings22-Cleaned-AA-chunked`, whose
+      chunk predictions are joined per call (`parent_id`, by `chunk_index`) before scoring; TED-LIUM is gone.
+      `--dataset all` (or `all-2026`) runs these seven.
+    * "classic" (July 2024 - July 2026): eight English sets from `hf-audio/esb-datasets-test-only-sorted`;
+      `--dataset all-classic`.
+    * "longform": `hf-audio/asr-leaderboard-longform` (earnings21, earnings22, tedlium), `--dataset longform`;
+      the CORAAL subsets of `bezzam/coraal` by name (coraal_atl, ...).
+    * "multilingual": `hf-audio/open-asr-leaderboard-multilingual-datasets`, FLEURS / MCV / MLS in de, fr,
+      it, es, pt (config `{set}_{language}`), scored with that language's normalizer. `--dataset multilingual`
+      runs the sets of `--language`; `multilingual-de` ... name one language's sets.
 
 Local copies: a mirror folder (`--datasets-dir`, or the SPEECHLM_BATCH_DATASETS variable read by the CLI)
 holding `<path>/<config>/<split>` (`<path>/<split>` for sets without a config), each a `save_to_disk` folder,
@@ -25,10 +30,22 @@ from typing import Literal
 from speechlm_batch.errors import OfflineAssetError, UsageError
 from speechlm_batch.sources.hf import HfSource, open_hf
 
-Family = Literal["classic", "2026"]
+Family = Literal["classic", "2026", "longform", "multilingual"]
 CLASSIC_PATH = "hf-audio/esb-datasets-test-only-sorted"
 PUBLIC_2026_PATH = "hf-audio/open-asr-leaderboard"
 EARNINGS_CHUNKED_PATH = "ArtificialAnalysis/Earnings22-Cleaned-AA-chunked"
+LONGFORM_PATH = "hf-audio/asr-leaderboard-longform"
+CORAAL_PATH = "bezzam/coraal"
+CORAAL_SUBSETS = ("ATL", "DCA", "DCB", "DTA", "LES", "PRV", "ROC", "VLD")
+MULTILINGUAL_PATH = "hf-audio/open-asr-leaderboard-multilingual-datasets"
+# Which multilingual sets each language has on the board (upstream eval_utils `ML_LANG_DATASETS`).
+MULTILINGUAL_SETS = {
+    "de": ("fleurs", "mcv"),
+    "fr": ("fleurs", "mcv", "mls"),
+    "it": ("fleurs", "mcv", "mls"),
+    "es": ("fleurs", "mcv", "mls"),
+    "pt": ("fleurs", "mls"),
+}
 
 
 @dataclass(frozen=True)
@@ -41,8 +58,9 @@ class DatasetSpec:
         config: the dataset config; "" for a dataset without configs (its leaderboard file then reads
             `..._DATASET_{path}__{split}.jsonl`, as upstream writes it).
         split: the split.
-        family: "classic" or "2026".
+        family: "classic", "2026", "longform" or "multilingual".
         chunked: rows are chunks of longer recordings, joined per `parent_id` before scoring.
+        language: the spoken language, which picks the normalizer.
     """
 
     name: str
@@ -51,6 +69,7 @@ class DatasetSpec:
     split: str
     family: Family
     chunked: bool = False
+    language: str = "en"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -70,6 +89,13 @@ def _public(name: str, config: str, split: str = "test") -> DatasetSpec:
 
 
 _SPECS = (
+    _public("ami_cleaned", "ami_cleaned"),
+    DatasetSpec("earnings22_cleaned_aa_chunked", EARNINGS_CHUNKED_PATH, "", "test", "2026", chunked=True),
+    _public("gigaspeech_cleaned", "gigaspeech_cleaned"),
+    _public("librispeech_clean_2026", "librispeech", "test.clean"),
+    _public("librispeech_other_2026", "librispeech", "test.other"),
+    _public("spgispeech_2026", "spgispeech"),
+    _public("voxpopuli_cleaned_aa", "voxpopuli_cleaned_aa"),
     _classic("ami", "ami"),
     _classic("earnings22", "earnings22"),
     _classic("gigaspeech", "gigaspeech"),
@@ -78,32 +104,43 @@ _SPECS = (
     _classic("spgispeech", "spgispeech"),
     _classic("tedlium", "tedlium"),
     _classic("voxpopuli", "voxpopuli"),
-    _public("ami_cleaned", "ami_cleaned"),
-    DatasetSpec("earnings22_cleaned_aa_chunked", EARNINGS_CHUNKED_PATH, "", "test", "2026", chunked=True),
-    _public("gigaspeech_cleaned", "gigaspeech_cleaned"),
-    _public("librispeech_clean_2026", "librispeech", "test.clean"),
-    _public("librispeech_other_2026", "librispeech", "test.other"),
-    _public("spgispeech_2026", "spgispeech"),
-    _public("voxpopuli_cleaned_aa", "voxpopuli_cleaned_aa"),
+    *(DatasetSpec(f"{c}_longform", LONGFORM_PATH, c, "test", "longform") for c in ("earnings21", "earnings22", "tedlium")),
+    *(DatasetSpec(f"coraal_{sub.lower()}", CORAAL_PATH, sub, "test", "longform") for sub in CORAAL_SUBSETS),
+    *(
+        DatasetSpec(f"{name}_{lang}", MULTILINGUAL_PATH, f"{name}_{lang}", "test", "multilingual", language=lang)
+        for lang, names in MULTILINGUAL_SETS.items()
+        for name in names
+    ),
 )
 REGISTRY: Mapping[str, DatasetSpec] = MappingProxyType({s.name: s for s in _SPECS})
+_PUBLIC = tuple(s.name for s in _SPECS if s.family == "2026")
 GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "all": tuple(s.name for s in _SPECS if s.family == "classic"),
-        "all-2026": tuple(s.name for s in _SPECS if s.family == "2026"),
+        "all": _PUBLIC,
+        "all-2026": _PUBLIC,
+        "all-classic": tuple(s.name for s in _SPECS if s.family == "classic"),
+        "longform": tuple(f"{c}_longform" for c in ("earnings21", "earnings22", "tedlium")),
+        "multilingual": (),  # the sets of --language, filled in by `expand`
+        **{f"multilingual-{lang}": tuple(f"{n}_{lang}" for n in names) for lang, names in MULTILINGUAL_SETS.items()},
     }
 )
 
 
-def expand(names: Iterable[str]) -> list[DatasetSpec]:
-    """Specs for `--dataset` values (names or the groups `all` / `all-2026`), in order, each once.
+def expand(names: Iterable[str], language: str = "en") -> list[DatasetSpec]:
+    """Specs for `--dataset` values (names or groups), in order, each once; `multilingual` = `language`'s sets.
 
     Raises:
-        UsageError: an unknown name; the message lists the known ones.
+        UsageError: an unknown name (the message lists the known ones), or `multilingual` for a language the
+            board has no sets in.
     """
     specs: list[DatasetSpec] = []
     for name in names:
         members = GROUPS.get(name, (name,))
+        if name == "multilingual":
+            members = GROUPS.get(f"multilingual-{language}", ())
+            if not members:
+                langs = ", ".join(MULTILINGUAL_SETS)
+                raise UsageError(f"no multilingual sets for --language {language}", hint=f"the board has {langs}")
         for member in members:
             if member not in REGISTRY:
                 known = ", ".join([*GROUPS, *REGISTRY])
