@@ -36,6 +36,7 @@ class Completion:
     num_tokens: int = 0
     error: str | None = None
     prompt_tokens: int = 0  # the prompt as the engine ran it (multimodal placeholders expanded)
+    token_ids: tuple[int, ...] = ()  # the generated ids: Whisper's timestamp tokens are read from these
 
 
 def is_cpu_build() -> bool:
@@ -199,7 +200,8 @@ class Engine:
             if out.finished and out.request_id in pending:
                 best = out.outputs[0]
                 prompt_tokens = len(out.prompt_token_ids or ())
-                yield Completion(pending.pop(out.request_id), best.text, len(best.token_ids), prompt_tokens=prompt_tokens)
+                ids = tuple(best.token_ids)
+                yield Completion(pending.pop(out.request_id), best.text, len(ids), prompt_tokens=prompt_tokens, token_ids=ids)
 
     def _sampling(self, request: EngineRequest) -> Any:
         """SamplingParams for a request, shared between requests with the same knobs (cheap to reuse)."""

@@ -57,6 +57,9 @@ class DecodeSettings:
     max_tokens: int | None = None  # None = from the audio duration (see adapters.base.max_tokens_for)
     tokens_per_s: float = 12.0  # runaway guard budget: generous for speech (~3 words/s)
     collapse_loops: bool = False  # remove n-gram repetition loops from the output (counted in the report)
+    # Timed segments per row: Whisper decodes with timestamp tokens (its prompt changes, so transcripts may);
+    # other families get one segment per audio piece.
+    timestamps: bool = False
 
 
 @dataclass(frozen=True)

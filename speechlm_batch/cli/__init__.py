@@ -8,6 +8,7 @@ import typer
 
 from speechlm_batch.cli import console as ui
 from speechlm_batch.cli import eval as eval_cli
+from speechlm_batch.cli import export as export_cli
 from speechlm_batch.cli import transcribe as transcribe_cli
 from speechlm_batch.cli.version import version_callback
 from speechlm_batch.cli.merge import merge
@@ -31,6 +32,7 @@ app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_command)
 app.command()(report)
 app.command()(merge)
 app.command()(slurm)
+app.command("export", epilog=export_cli.EXAMPLES)(export_cli.export)
 app.add_typer(models_app, name="models")
 
 
