@@ -138,4 +138,8 @@ def split(audio: Audio, max_piece_s: Seconds, utterance_id: str) -> list[AudioPi
         window = SPLIT_ENERGY_WINDOW * audio.sample_rate // 16000
         chunks = split_audio(audio.samples, audio.sample_rate, max_piece_s, SPLIT_SEARCH_WINDOW_S, window)
     count = len(chunks)
-    return [AudioPiece(utterance_id, i, count, c, audio.sample_rate) for i, c in enumerate(chunks)]
+    starts = np.cumsum([0] + [len(c) for c in chunks[:-1]])  # contiguous: each piece starts where the last ended
+    return [
+        AudioPiece(utterance_id, i, count, c, audio.sample_rate, float(start) / audio.sample_rate)
+        for i, (c, start) in enumerate(zip(chunks, starts, strict=True))
+    ]

@@ -39,6 +39,7 @@ class Completion:
     prompt_tokens: int = 0  # the prompt as the engine ran it (multimodal placeholders expanded)
     finish_reason: str | None = None  # vLLM's: "stop", or "length" when the token cap cut the text
     error_kind: Any = None  # types.ErrorKind of a failed request when not ENGINE (server mode: SERVER)
+    token_ids: tuple[int, ...] = ()  # the generated ids: Whisper's timestamp tokens are read from these
 
 
 def is_cpu_build() -> bool:
@@ -228,9 +229,10 @@ class Engine:
             if out.finished and out.request_id in pending:
                 best = out.outputs[0]
                 prompt_tokens = len(out.prompt_token_ids or ())
+                ids = tuple(best.token_ids)
                 yield Completion(
-                    pending.pop(out.request_id), best.text, len(best.token_ids), prompt_tokens=prompt_tokens,
-                    finish_reason=getattr(best, "finish_reason", None),
+                    pending.pop(out.request_id), best.text, len(ids), prompt_tokens=prompt_tokens,
+                    finish_reason=getattr(best, "finish_reason", None), token_ids=ids,
                 )
 
     def _sampling(self, request: EngineRequest) -> Any:

@@ -14,7 +14,8 @@ last line left by a kill, then collects the `_id` of every row already written s
 merge of the same input's chunks; during a run rows are appended in completion order.
 
 Row layout: the input row's fields as given (a bad row: `_raw`, the line as read), then `pred_text`
-(null for failed rows), `error` ({"kind", "message"}, failed rows only), `_id`, `_position`, `_audio_s`,
+(null for failed rows), `segments` (--timestamps only: `[{"start_s", "end_s", "text"}]`, seconds from the start
+of the row's audio), `error` ({"kind", "message"}, failed rows only), `_id`, `_position`, `_audio_s`,
 `_pieces`, `_loops_collapsed` (only when > 0), `_truncated` (true only when the token cap cut a piece's text) and `_prompt_tokens` (prompt tokens the engine ran over all pieces, audio
 placeholders expanded: what a model's audio token count can be checked against; only when known). Input fields with these names are replaced by ours; an input
 `error` field is dropped from rows that succeeded, so `error` in the output always means this run failed it.
@@ -39,7 +40,8 @@ from speechlm_batch.sharding import ChunkSpec
 from speechlm_batch.types import BadRow, RowResult
 
 _OUR_KEYS = (
-    "pred_text", "error", "_id", "_position", "_audio_s", "_pieces", "_loops_collapsed", "_prompt_tokens", "_truncated"
+    "pred_text", "segments", "error", "_id", "_position", "_audio_s", "_pieces", "_loops_collapsed", "_prompt_tokens",
+    "_truncated",
 )
 _OVERWRITE_HINT = "use --overwrite to start over (or choose another --output-dir)"
 
@@ -118,6 +120,8 @@ def result_to_dict(result: RowResult) -> dict[str, Any]:
     for key in _OUR_KEYS:
         row.pop(key, None)  # ours win, and go last in a fixed order
     row["pred_text"] = result.pred_text
+    if result.segments is not None:
+        row["segments"] = [segment.to_dict() for segment in result.segments]
     if result.error is not None:
         row["error"] = result.error.to_dict()
     row.update(_id=item.id, _position=item.position, _audio_s=result.audio_s, _pieces=result.pieces)

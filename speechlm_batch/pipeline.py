@@ -1,7 +1,7 @@
 """One transcription loop shared by `transcribe`, `eval` and the benchmark.
 
 Flow per row: audio.read -> audio.split -> adapter.request -> engine.run -> adapter.postprocess -> join the
-pieces -> writer. Audio for the next window is decoded on worker threads while the engine works on the
+pieces -> writer. With --timestamps each piece's `adapter.segments` are shifted by the piece's offset and joined. Audio for the next window is decoded on worker threads while the engine works on the
 current one (soundfile and soxr release the GIL); the engine itself is fed continuously (see engine.run).
 Finished rows are written once per window, so a kill loses at most the rows in flight. Never prints.
 """
@@ -22,7 +22,7 @@ from speechlm_batch.engine import Completion, Engine
 from speechlm_batch.errors import EngineError
 from speechlm_batch.settings import RunSettings
 from speechlm_batch.textguard import collapse_loops
-from speechlm_batch.types import Audio, AudioPiece, BadRow, ErrorKind, RowError, RowResult, Utterance
+from speechlm_batch.types import Audio, AudioPiece, BadRow, ErrorKind, RowError, RowResult, Seconds, Segment, Utterance
 
 WARMUP_AUDIO_S = 1.0
 
@@ -57,6 +57,8 @@ class _OpenRow:
     error: RowError | None = None
     prompt_tokens: int = 0
     truncated: bool = False
+    spans: dict[int, tuple[Seconds, Seconds]] = field(default_factory=dict)  # piece -> (offset_s, duration_s)
+    segments: dict[int, tuple[Segment, ...]] = field(default_factory=dict)  # --timestamps: per piece, row times
 
 
 def run(
@@ -74,7 +76,7 @@ def run(
     stop = stop or threading.Event()
     busy_before = engine.busy_s
     start = time.perf_counter()
-    assembler = _Assembler(adapter, settings.decode.collapse_loops)
+    assembler = _Assembler(adapter, settings.decode.collapse_loops, settings.decode.timestamps)
     with ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="decode") as pool:
         requests = _requests(items, adapter, settings, pool, assembler, stats, stop)
         max_in_flight = max(settings.window_rows, engine.max_num_seqs, 1)  # never starve the scheduler
@@ -196,9 +198,10 @@ def _timed_read(utt: Utterance, sample_rate: int) -> tuple[Audio | RowError, flo
 class _Assembler:
     """Tracks rows whose pieces are in flight and joins their texts in piece order."""
 
-    def __init__(self, adapter: ModelAdapter, collapse: bool) -> None:
+    def __init__(self, adapter: ModelAdapter, collapse: bool, timestamps: bool = False) -> None:
         self.adapter = adapter
         self.collapse = collapse
+        self.timestamps = timestamps
         self.open_rows: dict[str, _OpenRow] = {}
         self.finished: list[RowResult] = []
 
@@ -213,6 +216,7 @@ class _Assembler:
         pieces = audio_io.split(audio, max_s, item.id)
         row = _OpenRow(item, len(pieces), audio.duration_s)
         self.open_rows[item.id] = row
+        row.spans = {p.index: (p.offset_s, p.duration_s) for p in pieces}
         for piece in pieces:  # silent stretches of long files add no text and cost no engine time
             if audio_io.is_silent(piece.samples):
                 row.texts[piece.index] = ""
@@ -229,7 +233,11 @@ class _Assembler:
             kind = completion.error_kind or ErrorKind.ENGINE
             row.error = row.error or RowError(kind, f"{row.utterance.audio_filepath}: {completion.error}")
         else:
-            row.texts[index] = self.adapter.postprocess(completion.text or "")
+            text = row.texts[index] = self.adapter.postprocess(completion.text or "")
+            if self.timestamps:
+                offset_s, duration_s = row.spans[index]
+                timed = self.adapter.segments(text, completion.token_ids, duration_s)
+                row.segments[index] = tuple(segment.shifted(offset_s) for segment in timed)
         if row.received == row.count:
             self._finish(utterance_id)
 
@@ -242,6 +250,10 @@ class _Assembler:
         loops = 0
         if self.collapse:
             text, loops = collapse_loops(text)
+        segments = tuple(s for i in range(row.count) for s in row.segments.get(i, ())) if self.timestamps else None
         self.finished.append(
-            RowResult(row.utterance, text, None, row.audio_s, row.count, loops, row.prompt_tokens, row.truncated)
+            RowResult(
+                row.utterance, text, None, row.audio_s, row.count, loops, row.prompt_tokens,
+                truncated=row.truncated, segments=segments,
+            )
         )

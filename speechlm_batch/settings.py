@@ -59,6 +59,9 @@ class DecodeSettings:
     max_tokens: int | None = None  # None = from the audio duration (see adapters.base.max_tokens_for)
     tokens_per_s: float = 12.0  # runaway guard budget: generous for speech (~3 words/s)
     collapse_loops: bool = False  # remove n-gram repetition loops from the output (counted in the report)
+    # Timed segments per row: Whisper decodes with timestamp tokens (its prompt changes, so transcripts may);
+    # other families get one segment per audio piece.
+    timestamps: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ TRANSCRIPT_FIELDS = frozenset({
     "engine.model", "engine.dtype", "engine.max_model_len", "engine.trust_remote_code", "engine.plugin",
     "engine.hf_overrides", "engine.tokenizer", "engine.seed",
     "decode.family", "decode.language", "decode.prompt", "decode.audio_placeholder", "decode.max_tokens",
-    "decode.tokens_per_s", "decode.collapse_loops",
+    "decode.tokens_per_s", "decode.collapse_loops", "decode.timestamps",
 })
 OPERATIONAL_FIELDS = frozenset({
     "engine.max_num_seqs", "engine.max_num_batched_tokens", "engine.gpu_memory_utilization",

@@ -88,10 +88,26 @@ class AudioPiece:
     count: int
     samples: np.ndarray
     sample_rate: int
+    offset_s: Seconds = 0.0  # where the piece starts inside the utterance's audio (pieces are contiguous)
 
     @property
     def duration_s(self) -> Seconds:
         return len(self.samples) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A timed stretch of a transcript, in seconds from the start of the row's audio (after its `offset`)."""
+
+    start_s: Seconds
+    end_s: Seconds
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3), "text": self.text}
+
+    def shifted(self, by_s: Seconds) -> Segment:
+        return Segment(self.start_s + by_s, self.end_s + by_s, self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +122,7 @@ class RowResult:
     loops_collapsed: int = 0  # repetition loops removed from pred_text by the runaway guard
     prompt_tokens: int = 0  # prompt tokens the engine ran, summed over pieces (audio placeholders expanded)
     truncated: bool = False  # a piece stopped at the token cap (finish_reason "length"): text may be cut
+    segments: tuple[Segment, ...] | None = None  # --timestamps only: the row's timed segments, in order
 
     @property
     def ok(self) -> bool:

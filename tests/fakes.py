@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from speechlm_batch.adapters.base import EngineRequest, ModelInfo
+from speechlm_batch.adapters.base import EngineRequest, ModelInfo, whole_piece
 from speechlm_batch.engine import Completion
 from speechlm_batch.types import AudioPiece
 
@@ -30,6 +30,9 @@ class FakeAdapter:
 
     def postprocess(self, text: str) -> str:
         return text.strip()
+
+    def segments(self, text: str, token_ids, duration_s: float):
+        return whole_piece(text, duration_s)
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.family}

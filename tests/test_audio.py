@@ -88,3 +88,13 @@ def test_split_long_audio_at_quiet_points():
 def test_short_audio_is_one_piece():
     pieces = audio.split(Audio(np.zeros(16000, dtype=np.float32), 16000), 30.0, "u")
     assert len(pieces) == 1 and pieces[0].count == 1
+
+
+def test_pieces_know_where_they_start():
+    rate = 16000
+    samples = _tone(rate, 70.0)
+    pieces = audio.split(Audio(samples, rate), 30.0, "u")
+    assert pieces[0].offset_s == 0.0
+    for before, after in zip(pieces, pieces[1:]):
+        assert after.offset_s == pytest.approx(before.offset_s + before.duration_s)
+    assert pieces[-1].offset_s + pieces[-1].duration_s == pytest.approx(70.0)

@@ -117,3 +117,18 @@ def test_version_names_vllm_torch_and_device():
     assert any(line.startswith("vLLM 0.") for line in lines)
     assert any(line.startswith("torch 2.") for line in lines)
     assert any(line.startswith("device ") for line in lines)
+
+
+def test_timestamps_is_shared_off_by_default_and_part_of_the_fingerprint():
+    for command in COMMANDS:
+        assert "timestamps" in _options(command)
+    values = {option.name: option.default for option in o.RUN_OPTIONS}
+    plain = o.build_settings(values)
+    timed = o.build_settings({**values, "timestamps": True})
+    assert plain.decode.timestamps is False and timed.decode.timestamps is True
+    assert plain.fingerprint("m") != timed.fingerprint("m")  # resume never mixes rows with and without
+
+
+def test_export_help_reads_whole_at_80_columns():
+    text = _help("export")
+    assert "srt|vtt" in text and "--output-dir" in text and "Examples" in text and "…" not in text

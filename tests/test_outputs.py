@@ -16,7 +16,7 @@ from speechlm_batch.outputs import (
     result_to_dict,
 )
 from speechlm_batch.sharding import ChunkSpec
-from speechlm_batch.types import BadRow, ErrorKind, RowError, RowResult, Utterance
+from speechlm_batch.types import BadRow, ErrorKind, RowError, RowResult, Segment, Utterance
 
 META = {"settings": {"window_rows": 4}, "model": "whisper-base", "input": {"path": "m.jsonl", "size": 10, "rows": 3}}
 
@@ -55,6 +55,10 @@ def test_row_layout():
     assert row["error"] == {"kind": "bad_row", "message": "m.jsonl:2: not valid JSON"}
     collapsed = RowResult(ok(0).utterance, "a", None, loops_collapsed=2)
     assert result_to_dict(collapsed)["_loops_collapsed"] == 2
+    timed = result_to_dict(RowResult(ok(0).utterance, "a b", None, segments=(Segment(0.0, 1.23456, "a b"),)))
+    assert list(timed)[:4] == ["audio_filepath", "text", "pred_text", "segments"]
+    assert timed["segments"] == [{"start_s": 0.0, "end_s": 1.235, "text": "a b"}]  # milliseconds
+    assert "segments" not in result_to_dict(ok(0))  # only with --timestamps
     counted = RowResult(ok(0).utterance, "a", None, prompt_tokens=165)
     assert list(result_to_dict(counted))[-1:] == ["_prompt_tokens"] and result_to_dict(counted)["_prompt_tokens"] == 165
 

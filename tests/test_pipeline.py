@@ -7,7 +7,7 @@ import numpy as np
 from speechlm_batch.engine import Completion
 from speechlm_batch.pipeline import _Assembler
 from speechlm_batch.textguard import collapse_loops
-from speechlm_batch.types import Audio, ErrorKind, Utterance
+from speechlm_batch.types import Audio, ErrorKind, Segment, Utterance
 
 
 class _Adapter:
@@ -17,6 +17,10 @@ class _Adapter:
 
     def postprocess(self, text: str) -> str:
         return text.strip()
+
+    def segments(self, text, token_ids, duration_s):
+        """Two halves of the piece, so the test sees times shifted by each piece's offset."""
+        return (Segment(0.0, duration_s / 2, text), Segment(duration_s / 2, duration_s, f"{text}+"))
 
 
 def _utt(uid="u"):
@@ -146,3 +150,31 @@ def test_an_engine_dying_of_the_stop_signal_ends_the_run_as_interrupted_not_fail
         engine.stop_first = False
         run(utts, engine=engine, adapter=FakeAdapter(), sink=InMemoryWriter(), settings=RunSettings(window_rows=1),
             stop=stop)
+
+
+def test_timestamps_shift_each_piece_by_its_offset_and_skip_silent_pieces():
+    rate = 16000
+    speech = np.full(int(rate * 29.5), 0.1, dtype=np.float32)
+    samples = np.concatenate([speech, np.zeros(int(rate * 30.5), dtype=np.float32), speech[: rate * 10]])
+    asm = _Assembler(_Adapter(), collapse=False, timestamps=True)
+    pieces = asm.open(_utt(), Audio(samples, rate))
+    offsets = [p.offset_s for p in pieces]
+    assert offsets[0] == 0.0 and 55.0 < offsets[1] < 60.0  # the third piece, after the silent one
+    for piece in pieces:
+        asm.complete(Completion(("u", piece.index), f"p{piece.index}"))
+    [row] = asm.finished
+    last = pieces[1]
+    assert row.segments == (
+        Segment(0.0, pieces[0].duration_s / 2, "p0"), Segment(pieces[0].duration_s / 2, pieces[0].duration_s, "p0+"),
+        Segment(last.offset_s, last.offset_s + last.duration_s / 2, "p2"),
+        Segment(last.offset_s + last.duration_s / 2, last.offset_s + last.duration_s, "p2+"),
+    )
+    assert row.segments[-1].end_s == row.audio_s  # the last piece ends where the audio does
+    assert row.pred_text == "p0 p2"
+
+
+def test_no_segments_without_timestamps():
+    asm = _Assembler(_Adapter(), collapse=False)
+    [piece] = asm.open(_utt(), Audio(np.full(16000, 0.1, dtype=np.float32), 16000))
+    asm.complete(Completion(("u", 0), "x"))
+    assert asm.finished[0].segments is None

@@ -1,18 +1,19 @@
 """The interface every model family implements, and what the engine tells adapters about the model.
 
-An adapter turns one audio piece into exactly what `LLM.generate` receives, and the raw generated text into
-the transcript. Adapters do no I/O: the engine loads the config and tokenizer and passes them in.
+An adapter turns one audio piece into exactly what `LLM.generate` receives, the raw generated text into
+the transcript, and (with --timestamps) the generated tokens into timed segments. Adapters do no I/O: the
+engine loads the config and tokenizer and passes them in.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from speechlm_batch.settings import DecodeSettings
-from speechlm_batch.types import AudioPiece, Seconds
+from speechlm_batch.types import AudioPiece, Seconds, Segment
 
 MAX_TOKENS_MARGIN = 16  # tokens on top of the duration budget: punctuation, special tokens, short clips
 
@@ -50,7 +51,16 @@ class ModelAdapter(Protocol):
 
     def postprocess(self, text: str) -> str: ...
 
+    def segments(self, text: str, token_ids: Sequence[int], duration_s: Seconds) -> tuple[Segment, ...]:
+        """Timed segments of one piece, in seconds from the piece's start; `text` is `postprocess`'s output."""
+        ...
+
     def describe(self) -> dict[str, Any]: ...
+
+
+def whole_piece(text: str, duration_s: Seconds) -> tuple[Segment, ...]:
+    """The segments of a model without timestamps: the piece's text over the whole piece (none if no text)."""
+    return (Segment(0.0, duration_s, text),) if text else ()
 
 
 def max_tokens_for(duration_s: Seconds, decode: DecodeSettings, ceiling: int) -> int:

@@ -15,13 +15,14 @@ Whisper-style 30 s window and drop the rest silently, so 30 s is the safe defaul
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from speechlm_batch.adapters.base import EngineRequest, ModelInfo, max_tokens_for
+from speechlm_batch.adapters.base import EngineRequest, ModelInfo, max_tokens_for, whole_piece
 from speechlm_batch.errors import UsageError
 from speechlm_batch.settings import DEFAULT_AUDIO_PLACEHOLDER, DecodeSettings
-from speechlm_batch.types import AudioPiece
+from speechlm_batch.types import AudioPiece, Seconds, Segment
 
 DEFAULT_SAMPLE_RATE = 16000
 DEFAULT_MAX_PIECE_S = 30.0
@@ -116,6 +117,9 @@ class ChatAudioAdapter:
 
     def postprocess(self, text: str) -> str:
         return strip_leading_think(text)
+
+    def segments(self, text: str, token_ids: Sequence[int], duration_s: Seconds) -> tuple[Segment, ...]:
+        return whole_piece(text, duration_s)  # no timestamp tokens: the piece is the finest span known
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from speechlm_batch.adapters.base import EngineRequest, ModelInfo, max_tokens_for
+from speechlm_batch.adapters.base import EngineRequest, ModelInfo, max_tokens_for, whole_piece
 from speechlm_batch.adapters.chat_audio import chat_prompt, count_tokens
 from speechlm_batch.errors import UsageError
 from speechlm_batch.settings import DEFAULT_AUDIO_PLACEHOLDER, DecodeSettings
-from speechlm_batch.types import AudioPiece
+from speechlm_batch.types import AudioPiece, Seconds, Segment
 
 SAMPLE_RATE = 16000  # the plugin's data parser resamples to this; we hand it audio already at 16 kHz
 AUDIO_TOKENS_PER_S = 12.5
@@ -96,6 +97,9 @@ class NeMoSpeechLMAdapter:
 
     def postprocess(self, text: str) -> str:
         return strip_think(text, self.prompt_opens_think)
+
+    def segments(self, text: str, token_ids: Sequence[int], duration_s: Seconds) -> tuple[Segment, ...]:
+        return whole_piece(text, duration_s)  # no timestamp tokens: the piece is the finest span known
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from speechlm_batch.adapters.base import EngineRequest, ModelInfo, max_tokens_for
+from speechlm_batch.adapters.base import EngineRequest, ModelInfo, max_tokens_for, whole_piece
 from speechlm_batch.errors import EngineError, UsageError
 from speechlm_batch.settings import DecodeSettings
-from speechlm_batch.types import AudioPiece
+from speechlm_batch.types import AudioPiece, Seconds, Segment
 
 # vLLM releases whose SupportsTranscription API this wrapper was written and tested against.
 SUPPORTED_VLLM_SERIES = ("0.32", "0.33")
@@ -113,6 +114,9 @@ class TranscriptionAdapter:
 
     def postprocess(self, text: str) -> str:
         return self.model_cls.post_process_output(text).strip()
+
+    def segments(self, text: str, token_ids: Sequence[int], duration_s: Seconds) -> tuple[Segment, ...]:
+        return whole_piece(text, duration_s)  # no timestamp tokens: the piece is the finest span known
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from speechlm_batch.cli import console as ui
 from speechlm_batch.cli import eval as eval_cli
+from speechlm_batch.cli import export as export_cli
 from speechlm_batch.cli import transcribe as transcribe_cli
 from speechlm_batch.cli.version import version_callback
 from speechlm_batch.cli.merge import EXIT_CODES as MERGE_EXIT_CODES
@@ -34,6 +35,7 @@ app.command("eval", epilog=eval_cli.EXAMPLES)(eval_cli.eval_command)
 app.command()(report)
 app.command(epilog=MERGE_EXIT_CODES)(merge)
 app.command()(slurm)
+app.command("export", epilog=export_cli.EXAMPLES)(export_cli.export)
 app.add_typer(models_app, name="models")
 
 

@@ -220,6 +220,12 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "Remove n-gram repetition loops from transcripts (counted per row as _loops_collapsed and in the report).",
         target="decode.collapse_loops",
     ),
+    RunOption(
+        "timestamps", bool, D.timestamps, ("--timestamps",), DECODING,
+        "Add timed `segments` (start_s, end_s, text) to each row: from Whisper's timestamp tokens, else one per "
+        "audio piece. `speechlm-batch export srt|vtt` makes subtitles of them.",
+        target="decode.timestamps",
+    ),
     # -- engine
     RunOption(
         "dtype", Dtype, Dtype(E.dtype), ("--dtype",), ENGINE,

@@ -26,6 +26,9 @@ A folder of audio files (recursive), or a list of paths, no WER:
   [cyan]speechlm-batch transcribe recordings/ -o out/[/cyan]
 A manifest with other field names, read from standard input:
   [cyan]cat m.jsonl | speechlm-batch transcribe - --audio-key path --text-key sentence[/cyan]
+Timed segments per row, then one subtitle file per audio file:
+  [cyan]speechlm-batch transcribe recordings/ --timestamps -o out/[/cyan]
+  [cyan]speechlm-batch export srt out/[/cyan]
 A local Hugging Face folder, German speech:
   [cyan]speechlm-batch transcribe data.jsonl -m ~/models/whisper-small -l de[/cyan]
 Shard 3 of 16 (Slurm arrays set it for you), then merge the shards:
