@@ -21,6 +21,10 @@ CPU_KV_CACHE_GIB = 2.0  # on CPU vLLM otherwise reserves a share of system RAM
 # with one thread per core (32) a Whisper engine's processes burnt 24.6 cores, with 4 they used 5.8 and ran
 # 15 % faster, and two engines on two GPUs scaled 1.80x instead of 0.82x (2x H200, docs/benchmarks.md).
 GPU_HOST_THREADS = 4
+# Front-end worker processes when --frontend-workers is not given, on a GPU machine (CPU builds: 0, the
+# in-process path). An H200 prototype peaked at 6 workers computing the log-mel on the GPU: each worker is
+# one more CUDA context time-slicing the GPU (docs/benchmarks.md).
+GPU_FRONTEND_WORKERS_MAX = 6
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,10 @@ class RunSettings:
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     window_rows: int = 256  # rows decoded and sent to the engine at once; memory is bounded by this
     decode_workers: int = 2  # threads decoding / resampling the next window while the engine runs
+    # Processes that read, resample and render requests ahead of the engine (speechlm_batch.frontend).
+    # None: chosen from the machine (0 on CPU builds, up to GPU_FRONTEND_WORKERS_MAX on GPUs); 0: in-process.
+    frontend_workers: int | None = None
+    features_device: str | None = None  # "cpu" | "cuda": where the log-mel is computed; None: the adapter's choice
     sort_by_duration: bool = True  # longest first inside a window: fuller batches
     strict: bool = False  # manifest problems are fatal before the engine starts
 

@@ -28,6 +28,7 @@ class ErrorKind(StrEnum):
     SILENT_AUDIO = "silent_audio"  # digital silence: Whisper-style decoders hallucinate ("you") on it
     OUT_OF_RANGE = "out_of_range"  # offset / duration outside the file
     ENGINE = "engine"  # vLLM rejected or failed the request
+    FRONTEND = "frontend"  # the front-end worker process holding the row died or hung
 
 
 @dataclass(frozen=True, slots=True)
