@@ -277,18 +277,26 @@ def _engine_only(engine: Any, adapter: Any, run: Any, corpus: Corpus) -> dict[st
 
 def _end_to_end(engine, adapter, run, corpus: Corpus, out_dir: Path, model: str, chunk=None) -> dict[str, Any]:
     """Manifest -> decode -> engine -> predictions file, as `transcribe` does it (engine already warm)."""
-    from speechlm_batch import outputs, pipeline, runner
+    from speechlm_batch import frontend, outputs, pipeline, runner
     from speechlm_batch.sources.manifest import ManifestSource
 
     source = ManifestSource(corpus.manifest)
     shard = runner.plan_shard(source, chunk)
+    pool_start = time.perf_counter()
+    pool = frontend.start_pool(engine, run)  # started before the clock, as runner starts it beside the engine
+    pool_start_s = time.perf_counter() - pool_start
     front0 = engine.llm.enqueue_s
     started, t0 = time.time(), time.perf_counter()
     writer = outputs.PredictionWriter.open(out_dir, chunk, run.fingerprint(model), {}, overwrite=True)
     items = (it for it in source if it.position in shard.positions)
-    stats = pipeline.run(items, engine=engine, adapter=adapter, sink=writer, settings=run)
+    try:
+        stats = pipeline.run(items, engine=engine, adapter=adapter, sink=writer, settings=run, frontend_pool=pool)
+    finally:
+        if pool is not None:
+            pool.close()
     writer.finish()
-    phase = _phase("e2e", started, t0, [], len(shard.positions), 0.0, **_stats(stats, engine.llm.enqueue_s - front0))
+    phase = _phase("e2e", started, t0, [], len(shard.positions), 0.0, pool_start_s=pool_start_s,
+                   **_stats(stats, engine.llm.enqueue_s - front0))
     preds = {r["_id"]: r.get("pred_text") or "" for r in outputs.read_predictions(writer.paths.predictions)}
     phase["hyps"] = {c.id: preds[c.id] for c in corpus.clips if c.id in preds}
     phase["audio_s"] = sum(c.duration_s for c in corpus.clips if c.id in preds)
@@ -299,6 +307,7 @@ def _end_to_end(engine, adapter, run, corpus: Corpus, out_dir: Path, model: str,
 
 def _stats(stats: Any, front_end_s: float) -> dict[str, Any]:
     return {"front_end_s": front_end_s, "rows": stats.rows, "rows_failed": stats.rows_failed, "decode_s": stats.decode_s,
+            "render_s": stats.render_s, "frontend_workers": stats.frontend_workers, "frontend_replaced": stats.frontend_replaced,
             "engine_busy_s": stats.engine_s, "write_s": stats.write_s, "loop_wall_s": stats.wall_s}
 
 

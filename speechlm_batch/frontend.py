@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import pickle
 import queue
+import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +36,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 READY_TIMEOUT_S = 300.0  # building a renderer imports vLLM and loads the processor: ~10 s alone, more when busy
 HANG_TIMEOUT_S = 600.0  # a worker holding rows that answers nothing for this long is stopped
 POLL_S = 1.0  # how often the main process checks that the workers it waits on are alive
+PARENT_CHECK_S = 5.0  # an idle worker checks this often that the main process still exists
 WINDOWS_AHEAD = 2  # windows handed to the workers beyond the one being submitted: keeps them busy
 
 
@@ -93,6 +96,21 @@ def with_features_device(adapter: ModelAdapter, device: str | None) -> ModelAdap
     if device is None or not hasattr(adapter, "feature_device"):
         return adapter
     return replace(adapter, feature_device=None if device == "cpu" else device)  # type: ignore[type-var]
+
+
+def start_pool(engine: Any, settings: RunSettings) -> FrontendPool | None:
+    """The run's front-end pool, started (None when the front end runs in-process). The caller closes it."""
+    cpu = engine.info.accelerator == "cpu"
+    workers = worker_count(settings, cpu)
+    if not workers:
+        return None
+    pool = FrontendPool(FrontendConfig(dict(engine.kwargs), settings.decode, settings.features_device, cpu), workers)
+    try:
+        pool.start()
+    except BaseException:
+        pool.close()
+        raise
+    return pool
 
 
 # ---------------------------------------------------------------------------------------------- worker side
@@ -209,6 +227,10 @@ def _limit_threads() -> None:
 
 def worker_main(config: FrontendConfig, tasks: Any, results: Any, slot: int) -> None:
     """A worker's life: build the renderer and adapter, then prepare rows until told to stop (None)."""
+    # Interrupts are the main process's: it finishes the rows in flight (they need us) and then stops us.
+    # Slurm and Ctrl-C signal the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _limit_threads()
     try:
         renderer = Renderer(config.engine_kwargs)
@@ -218,8 +240,14 @@ def worker_main(config: FrontendConfig, tasks: Any, results: Any, slot: int) -> 
         results.put(("failed", slot, None, f"{type(e).__name__}: {e}"))
         return
     results.put(("ready", slot, None, None))
+    parent = os.getppid()
     while True:
-        task = tasks.get()
+        try:
+            task = tasks.get(timeout=PARENT_CHECK_S)
+        except queue.Empty:
+            if os.getppid() != parent:  # the main process was killed: nobody will read our results
+                return
+            continue
         if task is None:
             return
         task_id, item = task
@@ -227,7 +255,9 @@ def worker_main(config: FrontendConfig, tasks: Any, results: Any, slot: int) -> 
             prepared = prepare_row(item, adapter, render)
         except Exception as e:  # a bug on one row must cost that row only
             prepared = PreparedRow(RowError(ErrorKind.FRONTEND, f"{item.audio_filepath}: {type(e).__name__}: {e}"))
-        results.put(("done", slot, task_id, prepared))
+        # Pickled here by value: through the queue's own pickler torch tensors would travel as shared-memory
+        # file descriptors, one per tensor in flight, and thousands of rows ahead exhaust the fd limit.
+        results.put(("done", slot, task_id, pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)))
 
 
 # ------------------------------------------------------------------------------------------------ main side
@@ -371,7 +401,7 @@ class FrontendPool:
         if kind != "done" or worker is None or task_id not in worker.held:
             return  # late news from a worker already replaced: its rows were failed
         worker.held.pop(task_id)
-        self._done[task_id] = payload
+        self._done[task_id] = pickle.loads(payload)
 
     def _check_workers(self) -> None:
         now = time.monotonic()

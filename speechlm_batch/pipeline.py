@@ -73,20 +73,28 @@ def run(
     settings: RunSettings,
     stop: threading.Event | None = None,
     on_rows: Callable[[Sequence[RowResult]], None] | None = None,
+    frontend_pool: frontend.FrontendPool | None = None,
 ) -> LoopStats:
-    """Transcribe every item, writing results to `sink` window by window."""
+    """Transcribe every item, writing results to `sink` window by window.
+
+    `frontend_pool`: a started pool (frontend.start_pool) to prepare rows in; without one, a pool is started
+    here when the settings ask for workers, and closed at the end.
+    """
     stats = LoopStats()
     stop = stop or threading.Event()
     busy_before = engine.busy_s
     start = time.perf_counter()
     adapter = frontend.with_features_device(adapter, settings.features_device)
     assembler = _Assembler(adapter, settings.decode.collapse_loops)
-    cpu = engine.info.accelerator == "cpu"
-    stats.frontend_workers = frontend.worker_count(settings, cpu)
     with contextlib.ExitStack() as stack:
-        if stats.frontend_workers:
-            config = frontend.FrontendConfig(dict(engine.kwargs), settings.decode, settings.features_device, cpu)
-            pool = stack.enter_context(frontend.FrontendPool(config, stats.frontend_workers))
+        pool = frontend_pool
+        if pool is None:
+            pool = frontend.start_pool(engine, settings)
+            if pool is not None:
+                stack.callback(pool.close)
+        stats.frontend_workers = pool.size if pool is not None else 0
+        if pool is not None:
+            replaced_before = pool.replaced
             requests = _pool_requests(items, settings, pool, assembler, stats, stop)
         else:
             threads = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="decode")
@@ -97,8 +105,8 @@ def run(
             assembler.complete(completion)
             if len(assembler.finished) >= settings.window_rows:
                 _flush(assembler, sink, stats, on_rows)
-        if stats.frontend_workers:
-            stats.frontend_replaced = pool.replaced
+        if pool is not None:
+            stats.frontend_replaced = pool.replaced - replaced_before
     _flush(assembler, sink, stats, on_rows)
     stats.engine_s = engine.busy_s - busy_before
     stats.wall_s = time.perf_counter() - start
