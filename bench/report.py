@@ -67,7 +67,9 @@ def table(rows: list[Row]) -> str:
 
 
 def ratios(rows: list[Row]) -> str:
-    baselines = [b for b in (best(rows, "transformers"), best(rows, "vllm-naive"), best(rows, "faster-whisper")) if b]
+    hf_rows = [r for r in rows if r.engine == "transformers" and r.hyps is not None and r.wall_s > 0]
+    others = (best(rows, "vllm-naive"), best(rows, "vllm-ceiling"), best(rows, "faster-whisper"))
+    baselines = hf_rows + [b for b in others if b]  # every transformers row: plain and leaderboard-style
     ours = [r for r in rows if r.engine == SB and r.hyps is not None]
     if not ours or not baselines:
         return "(no ratios: a speechlm-batch row or every baseline is missing)"

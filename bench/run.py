@@ -33,7 +33,8 @@ from bench.common import Row, TreeSampler, device_name, versions, write_json
 from bench.corpus import Corpus, prepare
 
 REPO = Path(__file__).resolve().parents[1]
-ALL_ROWS = ("hf", "ct2", "naive", "engine", "e2e", "multi")
+ALL_ROWS = ("hf", "hfc", "ct2", "naive", "ceiling", "engine", "e2e0", "e2e", "multi")
+DEFAULT_ROWS = tuple(r for r in ALL_ROWS if r != "hfc")  # hfc compiles for minutes: asked for by name
 GPU_FREE_TIMEOUT_S = 90
 
 
@@ -45,9 +46,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=1, help="keep every N-th clip (a fixed subset)")
     p.add_argument("--max-clip-s", type=float, default=30.0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--rows", default=",".join(ALL_ROWS), help=f"subset of {','.join(ALL_ROWS)}")
+    p.add_argument("--rows", default=",".join(DEFAULT_ROWS), help=f"subset of {','.join(ALL_ROWS)}")
     p.add_argument("--hf-batches", help="default: 16,64 on CPU, 64,256 on GPU")
     p.add_argument("--hf-dtype", help="transformers dtype; default float16 on GPU, bfloat16 on CPU")
+    p.add_argument("--hfc-batches", default="256,1024", help="leaderboard-style compiled transformers (row hfc)")
+    p.add_argument("--hfc-dtype", default="bfloat16", help="the leaderboard runner's dtype")
+    p.add_argument("--hfc-mode", default="max-autotune", help="torch.compile mode (the leaderboard runner's default)")
+    p.add_argument("--frontend-workers", type=int, help="speechlm-batch rows: front-end worker processes "
+                   "(default: the product's choice for the machine); row e2e0 always runs them in-process")
+    p.add_argument("--features-device", choices=("cpu", "cuda"), help="speechlm-batch rows: where the log-mel is computed")
     p.add_argument("--ct2-types", default="int8,float32")
     p.add_argument("--ct2-batch", type=int, default=16)
     p.add_argument("--ct2-python", default=os.environ.get("BENCH_CT2_PYTHON", str(REPO / "bench" / ".venv-ct2" / "bin" / "python")))
@@ -181,6 +188,16 @@ class Bench:
         names = {f"b{b}": (f"transformers generate, batch {b}", "transformers") for b in batches}
         self.to_rows(result, names, {"dtype": dtype, "attn": "sdpa", "features_on": self.device})
 
+    def transformers_compiled(self) -> None:
+        batches = [int(b) for b in self.args.hfc_batches.split(",")]
+        job = {"kind": "transformers-compiled", "model": self.model, "device": self.device, "dtype": self.args.hfc_dtype,
+               "batches": batches, "corpus": str(self.corpus.folder), "compile_mode": self.args.hfc_mode}
+        result = self.child("transformers-compiled", [sys.executable, "-m", "bench.workers"], job)
+        names = {f"c{b}": (f"transformers leaderboard-style (compiled {self.args.hfc_mode}, static cache, padded), "
+                           f"batch {b}", "transformers") for b in batches}
+        self.to_rows(result, names, {"dtype": self.args.hfc_dtype, "attn": "sdpa math", "features_on": self.device,
+                                     "compile_mode": self.args.hfc_mode, "warmup_batches": 10})
+
     def faster_whisper(self) -> None:
         if self.cuda:
             self.skipped.append("faster-whisper: CPU only in this bench (the GPU machine has no CTranslate2)")
@@ -205,8 +222,10 @@ class Bench:
         env = _vllm_env(self.args.engine_threads, spawn=self.cuda)
         result = self.child("vllm", [sys.executable, "-m", "bench.workers"], job, env)
         names = {"naive": ("vLLM LLM.generate, one call (naive)", "vllm-naive"),
+                 "ceiling": ("vLLM engine ceiling (requests rendered before the clock)", "vllm-ceiling"),
                  "engine": ("speechlm-batch engine-only (pre-decoded)", report.SB),
-                 "e2e": ("speechlm-batch end to end (manifest → decode → write)", report.SB)}
+                 "e2e0": ("speechlm-batch end to end, front end in-process", report.SB),
+                 "e2e": (f"speechlm-batch end to end, {self._workers_label(job)}", report.SB)}
         self.to_rows(result, names, self._vllm_config(job))
         for row in self.rows:
             if row.engine == "vllm-naive":
@@ -261,16 +280,26 @@ class Bench:
         self._sample(row, results[0]["_sampler"])
         self.rows.append(row)
 
+    def _workers_label(self, job: dict[str, Any]) -> str:
+        from speechlm_batch import frontend
+        from speechlm_batch.settings import RunSettings
+
+        n = frontend.worker_count(RunSettings(frontend_workers=job["frontend_workers"]), cpu=not self.cuda)
+        where = job.get("features_device") or ("cuda" if self.cuda else "cpu")
+        return f"{n} front-end workers (log-mel on {where})" if n else "front end in-process (default here)"
+
     def _vllm_job(self) -> dict[str, Any]:
         mm_device = self.args.mm_device if self.args.mm_device is not None else ("cuda" if self.cuda else "")
         return {"model": self.model, "engine": engine_settings(self.args, self.model, self.cuda),
                 "mm_device": mm_device or None, "window_rows": self.args.window_rows or (1024 if self.cuda else 256),
-                "decode_workers": self.args.decode_workers, "corpus": str(self.corpus.folder), "work": str(self.args.work)}
+                "decode_workers": self.args.decode_workers, "corpus": str(self.corpus.folder), "work": str(self.args.work),
+                "frontend_workers": self.args.frontend_workers, "features_device": self.args.features_device}
 
     @staticmethod
     def _vllm_config(job: dict[str, Any]) -> dict[str, Any]:
         return {"engine": job["engine"], "mm_device": job["mm_device"], "window_rows": job["window_rows"],
-                "decode_workers": job["decode_workers"]}
+                "decode_workers": job["decode_workers"], "frontend_workers": job["frontend_workers"],
+                "features_device": job["features_device"]}
 
     # ------------------------------------------------------------ the run
 
@@ -280,8 +309,9 @@ class Bench:
         self.corpus = prepare(a.manifest, a.work / "corpus", replicas=a.replicas, max_clip_s=a.max_clip_s,
                               every=a.every, workers=max(2, os.cpu_count() or 1))
         print(f"corpus: {len(self.corpus.clips)} clips, {self.corpus.audio_s / 3600:.3f} h", flush=True)
-        phases = [p for p in ("naive", "engine", "e2e") if p in wanted]
-        steps = [("hf" in wanted, self.transformers), ("ct2" in wanted, self.faster_whisper),
+        phases = [p for p in ("naive", "ceiling", "engine", "e2e0", "e2e") if p in wanted]
+        steps = [("hf" in wanted, self.transformers), ("hfc" in wanted, self.transformers_compiled),
+                 ("ct2" in wanted, self.faster_whisper),
                  (bool(phases), lambda: self.vllm(phases)), ("multi" in wanted and a.engines > 1, lambda: self.multi(a.engines))]
         for enabled, step in steps:
             if enabled:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from bench.corpus import SAMPLE_RATE, Corpus
 
 NAIVE_MAX_TOKENS = 200  # what the published anchors used for the plain LLM.generate and transformers runs
+LEADERBOARD_WARMUP_BATCHES = 10  # the leaderboard runner's --warmup_steps default (forced to 10 with --torch_compile)
 BARRIER_POLL_S = 0.01
 
 
@@ -82,6 +84,60 @@ def run_transformers(job: dict[str, Any]) -> dict[str, Any]:
     return {"load_s": load_s, "phases": phases}
 
 
+def run_transformers_compiled(job: dict[str, Any]) -> dict[str, Any]:
+    """transformers as the Open ASR Leaderboard's runner runs Whisper (transformers/run_eval.py, --torch_compile):
+    forward compiled (fullgraph), static KV cache, every batch padded to the batch size with its last clip,
+    the MATH sdpa backend, 10 untimed warm-up batches generating the full max_new_tokens. Features, generate
+    and decode are timed, as there."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    device, dtype = job["device"], getattr(torch, job["dtype"])
+    torch.set_float32_matmul_precision("high")
+    start = time.perf_counter()
+    model = WhisperForConditionalGeneration.from_pretrained(job["model"], dtype=dtype, attn_implementation="sdpa")
+    model = model.to(device).eval()
+    model.forward = torch.compile(model.forward, mode=job.get("compile_mode", "max-autotune"), fullgraph=True)
+    model.generation_config.cache_implementation = "static"
+    processor = WhisperProcessor.from_pretrained(job["model"])
+    load_s = time.perf_counter() - start
+    corpus = Corpus.load(Path(job["corpus"]))
+    audio = [np.asarray(a) for a in corpus.audio()]
+    order = sorted(range(len(audio)), key=lambda i: -len(audio[i]))
+    gen: dict[str, Any] = {"max_new_tokens": NAIVE_MAX_TOKENS, "num_beams": 1, "do_sample": False}
+    if model.config.vocab_size >= 51865:
+        gen.update(language="en", task="transcribe")
+
+    def transcribe(indices: list[int], batch: int, **extra: Any) -> list[str]:
+        clips = [audio[i] for i in indices]
+        pad = batch - len(clips)
+        clips += [clips[-1]] * pad  # one shape: no recompilation
+        feats = processor.feature_extractor(clips, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=device)
+        with sdpa_kernel([SDPBackend.MATH]):
+            out = model.generate(input_features=feats.input_features.to(device, dtype), **gen, **extra)
+        out = out[: len(indices)]
+        return [t.strip() for t in processor.batch_decode(out, skip_special_tokens=True)]
+
+    phases = []
+    for batch in job["batches"]:
+        warm0 = time.perf_counter()
+        for k in range(LEADERBOARD_WARMUP_BATCHES):
+            idx = order[(k * batch) % len(order):][:batch]
+            transcribe(idx, batch, min_new_tokens=NAIVE_MAX_TOKENS)
+        _sync(device)
+        warm_s = time.perf_counter() - warm0
+        started, t0 = time.time(), time.perf_counter()
+        hyps: list[str] = [""] * len(audio)
+        for k in range(0, len(order), batch):
+            idx = order[k : k + batch]
+            for i, text in zip(idx, transcribe(idx, batch)):
+                hyps[i] = text
+        _sync(device)
+        phases.append(_phase(f"c{batch}", started, t0, hyps, len(audio), corpus.audio_s, batch=batch, warmup_s=warm_s))
+    return {"load_s": load_s, "phases": phases}
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -127,7 +183,8 @@ def _start_engine(job: dict[str, Any]):
     raw_llm = engine.llm
     engine.llm = ProcessorKwargsLLM(raw_llm, {"device": job["mm_device"]} if job.get("mm_device") else None)
     adapter = resolve_adapter(engine.info, DecodeSettings())
-    run = RunSettings(engine=settings, window_rows=job["window_rows"], decode_workers=job["decode_workers"])
+    run = RunSettings(engine=settings, window_rows=job["window_rows"], decode_workers=job["decode_workers"],
+                      frontend_workers=job.get("frontend_workers"), features_device=job.get("features_device"))
     return engine, raw_llm, adapter, run
 
 
@@ -143,9 +200,15 @@ def run_vllm(job: dict[str, Any]) -> dict[str, Any]:
         elif name == "engine":
             pipeline.warmup(engine, adapter)
             phases.append(_engine_only(engine, adapter, run, corpus))
-        elif name == "e2e":
+        elif name == "ceiling":
             pipeline.warmup(engine, adapter)
-            phases.append(_end_to_end(engine, adapter, run, corpus, Path(job["work"]) / "e2e", job["model"]))
+            phases.append(_ceiling(engine, adapter, run, corpus))
+        elif name in ("e2e", "e2e0"):  # e2e0: the front end in this process (--frontend-workers 0)
+            pipeline.warmup(engine, adapter)
+            phase_run = replace(run, frontend_workers=0) if name == "e2e0" else run
+            phase = _end_to_end(engine, adapter, phase_run, corpus, Path(job["work"]) / name, job["model"])
+            phase["name"] = name
+            phases.append(phase)
         print(f"bench: phase {name} done in {phases[-1]['wall_s']:.1f} s", flush=True)
     engine.shutdown()
     return {"load_s": engine.load_s, "phases": phases, "engine_kwargs": _jsonable(engine.kwargs)}
@@ -164,6 +227,34 @@ def _naive(llm: Any, adapter: Any, corpus: Corpus) -> dict[str, Any]:
     hyps = [o.outputs[0].text.strip() for o in outputs]
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
     return _phase("naive", started, t0, hyps, len(audio), corpus.audio_s, generated_tokens=tokens)
+
+
+def _ceiling(engine: Any, adapter: Any, run: Any, corpus: Corpus) -> dict[str, Any]:
+    """The engine alone: every clip rendered (by the front-end pool, untimed), then all added and stepped."""
+    from speechlm_batch import frontend
+    from speechlm_batch.types import Utterance
+
+    audio = [np.array(a) for a in corpus.audio()]
+    items = [Utterance(c.id, i, c.path, {}, audio=(audio[i], SAMPLE_RATE)) for i, c in enumerate(corpus.clips)]
+    workers = frontend.worker_count(run, engine.info.accelerator == "cpu") or 2
+    config = frontend.FrontendConfig(dict(engine.kwargs), run.decode, run.features_device, engine.info.accelerator == "cpu")
+    render0 = time.perf_counter()
+    with frontend.FrontendPool(config, workers) as pool:
+        prepared = pool.collect([pool.submit(item) for item in items])
+    render_s = time.perf_counter() - render0
+    requests = [((i, p.index), p.request) for i, row in sorted(prepared.items()) for p in row.pieces]
+    requests.sort(key=lambda kv: -_len_of(prepared[kv[0][0]], kv[0][1]))  # longest first, as the pipeline does
+    hyps = [""] * len(items)
+    started, t0 = time.time(), time.perf_counter()
+    for completion in engine.run(requests, len(requests)):
+        hyps[completion.key[0]] = adapter.postprocess(completion.text or "")
+    phase = _phase("ceiling", started, t0, hyps, len(items), corpus.audio_s, render_untimed_s=render_s,
+                   render_workers=workers)
+    return phase
+
+
+def _len_of(row: Any, index: int) -> int:
+    return next(p.samples for p in row.pieces if p.index == index)
 
 
 def _engine_only(engine: Any, adapter: Any, run: Any, corpus: Corpus) -> dict[str, Any]:
@@ -186,18 +277,26 @@ def _engine_only(engine: Any, adapter: Any, run: Any, corpus: Corpus) -> dict[st
 
 def _end_to_end(engine, adapter, run, corpus: Corpus, out_dir: Path, model: str, chunk=None) -> dict[str, Any]:
     """Manifest -> decode -> engine -> predictions file, as `transcribe` does it (engine already warm)."""
-    from speechlm_batch import outputs, pipeline, runner
+    from speechlm_batch import frontend, outputs, pipeline, runner
     from speechlm_batch.sources.manifest import ManifestSource
 
     source = ManifestSource(corpus.manifest)
     shard = runner.plan_shard(source, chunk)
+    pool_start = time.perf_counter()
+    pool = frontend.start_pool(engine, run)  # started before the clock, as runner starts it beside the engine
+    pool_start_s = time.perf_counter() - pool_start
     front0 = engine.llm.enqueue_s
     started, t0 = time.time(), time.perf_counter()
     writer = outputs.PredictionWriter.open(out_dir, chunk, run.fingerprint(model), {}, overwrite=True)
     items = (it for it in source if it.position in shard.positions)
-    stats = pipeline.run(items, engine=engine, adapter=adapter, sink=writer, settings=run)
+    try:
+        stats = pipeline.run(items, engine=engine, adapter=adapter, sink=writer, settings=run, frontend_pool=pool)
+    finally:
+        if pool is not None:
+            pool.close()
     writer.finish()
-    phase = _phase("e2e", started, t0, [], len(shard.positions), 0.0, **_stats(stats, engine.llm.enqueue_s - front0))
+    phase = _phase("e2e", started, t0, [], len(shard.positions), 0.0, pool_start_s=pool_start_s,
+                   **_stats(stats, engine.llm.enqueue_s - front0))
     preds = {r["_id"]: r.get("pred_text") or "" for r in outputs.read_predictions(writer.paths.predictions)}
     phase["hyps"] = {c.id: preds[c.id] for c in corpus.clips if c.id in preds}
     phase["audio_s"] = sum(c.duration_s for c in corpus.clips if c.id in preds)
@@ -208,6 +307,7 @@ def _end_to_end(engine, adapter, run, corpus: Corpus, out_dir: Path, model: str,
 
 def _stats(stats: Any, front_end_s: float) -> dict[str, Any]:
     return {"front_end_s": front_end_s, "rows": stats.rows, "rows_failed": stats.rows_failed, "decode_s": stats.decode_s,
+            "render_s": stats.render_s, "frontend_workers": stats.frontend_workers, "frontend_replaced": stats.frontend_replaced,
             "engine_busy_s": stats.engine_s, "write_s": stats.write_s, "loop_wall_s": stats.wall_s}
 
 
@@ -232,7 +332,7 @@ def _jsonable(kwargs: Any) -> dict[str, Any]:
     return {k: (v if isinstance(v, (str, int, float, bool, type(None), dict, list)) else repr(v)) for k, v in kwargs.items()}
 
 
-KINDS = {"transformers": run_transformers, "vllm": run_vllm, "sb-chunk": run_sb_chunk}
+KINDS = {"transformers": run_transformers, "transformers-compiled": run_transformers_compiled, "vllm": run_vllm, "sb-chunk": run_sb_chunk}
 
 
 def main(argv: list[str]) -> None:

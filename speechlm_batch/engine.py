@@ -22,6 +22,7 @@ from typing import Any
 from speechlm_batch import nemo_plugin, procgroup
 from speechlm_batch.adapters.base import EngineRequest, ModelInfo
 from speechlm_batch.errors import EngineError
+from speechlm_batch.frontend import RenderedRequest
 from speechlm_batch.settings import CPU_KV_CACHE_GIB, GPU_HOST_THREADS, EngineSettings
 
 
@@ -153,6 +154,7 @@ class Engine:
     busy_s: float = 0.0  # time spent inside vLLM calls (enqueue + step): the engine's share of the wall clock
     environment: Mapping[str, str] = field(default_factory=dict)  # variables set for vLLM (e.g. VLLM_PLUGINS)
     _sampling_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _rendered: int = 0  # requests added already rendered (front-end workers): their ids are "fe<n>"
 
     @classmethod
     def create(cls, settings: EngineSettings, model_path: str) -> Engine:
@@ -199,9 +201,11 @@ class Engine:
         scheduler = getattr(getattr(self.llm.llm_engine, "vllm_config", None), "scheduler_config", None)
         return int(getattr(scheduler, "max_num_seqs", 0) or 0)
 
-    def _enqueue(self, key: Any, request: EngineRequest) -> tuple[str | None, Completion | None]:
+    def _enqueue(self, key: Any, request: EngineRequest | RenderedRequest) -> tuple[str | None, Completion | None]:
         start = time.perf_counter()
         try:
+            if isinstance(request, RenderedRequest):
+                return self._add_rendered(request), None
             ids = self.llm.enqueue(
                 [dict(request.prompt)],
                 [self._sampling(request)],
@@ -213,6 +217,13 @@ class Engine:
             return None, Completion(key, None, 0, f"{type(e).__name__}: {e}")
         finally:
             self.busy_s += time.perf_counter() - start
+
+    def _add_rendered(self, request: RenderedRequest) -> str:
+        """Add a request a front-end worker rendered: what `LLM.enqueue` does after its own render."""
+        self._rendered += 1
+        request_id = f"fe{self._rendered}"  # no "-": see _external_id; never one of LLM's numeric ids
+        self.llm.llm_engine.add_request(request_id, request.engine_input, self._sampling(request))
+        return request_id
 
     def _step(self, pending: dict[str, Any]) -> Iterator[Completion]:
         start = time.perf_counter()
@@ -235,7 +246,7 @@ class Engine:
                     finish_reason=getattr(best, "finish_reason", None), token_ids=ids,
                 )
 
-    def _sampling(self, request: EngineRequest) -> Any:
+    def _sampling(self, request: EngineRequest | RenderedRequest) -> Any:
         """SamplingParams for a request, shared between requests with the same knobs (cheap to reuse)."""
         key = (request.max_tokens, tuple(sorted((k, repr(v)) for k, v in request.sampling.items())))
         params = self._sampling_cache.get(key)
@@ -243,6 +254,7 @@ class Engine:
             from vllm import SamplingParams
 
             params = SamplingParams(temperature=0.0, max_tokens=request.max_tokens, **request.sampling)
+            params.output_kind = _final_only()  # as LLM.enqueue sets it: no partial outputs per step
             self._sampling_cache[key] = params
         return params
 
@@ -265,12 +277,22 @@ def _external_id(request_id: str) -> str:
     return head if sep and len(tail) == 8 else request_id
 
 
+def _final_only() -> Any:
+    from vllm.sampling_params import RequestOutputKind
+
+    return RequestOutputKind.FINAL_ONLY
+
+
 def _model_info(llm: Any, model_path: str, cpu: bool) -> ModelInfo:
-    model_config = llm.llm_engine.model_config
     try:
         tokenizer = llm.get_tokenizer()
     except Exception:  # models without a text tokenizer
         tokenizer = None
+    return model_info(llm.llm_engine.model_config, tokenizer, model_path, cpu)
+
+
+def model_info(model_config: Any, tokenizer: Any, model_path: str, cpu: bool) -> ModelInfo:
+    """What adapters need from vLLM's model config; front-end workers build it from their own config."""
     model_cls = None
     try:
         from vllm.model_executor.model_loader import get_model_cls

@@ -3,11 +3,14 @@
 Flow per row: audio.read -> audio.split -> adapter.request -> engine.run -> adapter.postprocess -> join the
 pieces -> writer. With --timestamps each piece's `adapter.segments` are shifted by the piece's offset and joined. Audio for the next window is decoded on worker threads while the engine works on the
 current one (soundfile and soxr release the GIL); the engine itself is fed continuously (see engine.run).
+With front-end workers (`frontend_workers` > 0) reading, splitting and rendering happen in worker
+processes instead (speechlm_batch.frontend); the pieces of a window are submitted in the same order.
 Finished rows are written once per window, so a kill loses at most the rows in flight. Never prints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from speechlm_batch import audio as audio_io
+from speechlm_batch import frontend
 from speechlm_batch.adapters.base import EngineRequest, ModelAdapter
 from speechlm_batch.engine import Completion, Engine
 from speechlm_batch.errors import EngineError
@@ -41,6 +45,9 @@ class LoopStats:
     rows_failed: int = 0
     audio_s: float = 0.0
     decode_s: float = 0.0  # summed over decode threads (overlaps the engine)
+    render_s: float = 0.0  # summed over front-end workers (0 in-process: rendering is inside engine_s)
+    frontend_workers: int = 0
+    frontend_replaced: int = 0  # front-end workers that died or hung (their rows failed) and were replaced
     engine_s: float = 0.0
     write_s: float = 0.0
     wall_s: float = 0.0
@@ -70,15 +77,34 @@ def run(
     settings: RunSettings,
     stop: threading.Event | None = None,
     on_rows: Callable[[Sequence[RowResult]], None] | None = None,
+    frontend_pool: frontend.FrontendPool | None = None,
 ) -> LoopStats:
-    """Transcribe every item, writing results to `sink` window by window."""
+    """Transcribe every item, writing results to `sink` window by window.
+
+    `frontend_pool`: a started pool (frontend.start_pool) to prepare rows in; without one, a pool is started
+    here when the settings ask for workers, and closed at the end.
+    """
     stats = LoopStats()
     stop = stop or threading.Event()
     busy_before = engine.busy_s
     start = time.perf_counter()
+    adapter = frontend.with_features_device(adapter, settings.features_device)
     assembler = _Assembler(adapter, settings.decode.collapse_loops, settings.decode.timestamps)
-    with ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="decode") as pool:
-        requests = _requests(items, adapter, settings, pool, assembler, stats, stop)
+    with contextlib.ExitStack() as stack:
+        pool = frontend_pool
+        if pool is None:
+            pool = frontend.start_pool(engine, settings)
+            if pool is not None:
+                stack.callback(pool.close)
+        stats.frontend_workers = pool.size if pool is not None else 0
+        if pool is not None:
+            replaced_before = pool.replaced
+            requests = _pool_requests(items, settings, pool, assembler, stats, stop)
+        else:
+            threads = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="decode")
+            # a window decoded ahead is dropped at the end, not waited for
+            stack.callback(threads.shutdown, wait=True, cancel_futures=True)
+            requests = _requests(items, adapter, settings, threads, assembler, stats, stop)
         max_in_flight = max(settings.window_rows, engine.max_num_seqs, 1)  # never starve the scheduler
         try:
             for completion in engine.run(requests, max_in_flight):
@@ -90,8 +116,8 @@ def run(
                 raise
             # Stopping, and the engine died of the same signal (e.g. Slurm signals every process of a job
             # step): the rows it finished are written, the rows in flight are redone by the rerun.
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # a window decoded ahead is dropped, not waited for
+        if pool is not None:
+            stats.frontend_replaced = pool.replaced - replaced_before
     _flush(assembler, sink, stats, on_rows)
     stats.engine_s = engine.busy_s - busy_before
     stats.wall_s = time.perf_counter() - start
@@ -143,6 +169,21 @@ def _requests(items, adapter, settings, pool, assembler, stats, stop) -> Iterato
             yield (piece.utterance_id, piece.index), adapter.request(piece)
 
 
+def _pool_requests(items, settings, pool, assembler, stats, stop) -> Iterator[tuple[tuple[str, int], object]]:
+    """As `_requests`, with rows prepared by the front-end pool: same windows, same piece order."""
+    for window in frontend.prepared_windows(_windows(items, settings.window_rows, settings.window_audio_s, stop), pool):
+        pieces: list[tuple[str, frontend.PreparedPiece]] = []
+        for item, prepared in window:
+            if isinstance(prepared, frontend.PreparedRow):
+                stats.decode_s += prepared.decode_s
+                stats.render_s += prepared.render_s
+            pieces.extend((item.id, p) for p in assembler.open_prepared(item, prepared))
+        if settings.sort_by_duration:
+            pieces.sort(key=lambda p: -p[1].samples)  # the in-process order: same batches, same outputs
+        for utterance_id, piece in pieces:
+            yield (utterance_id, piece.index), piece.request
+
+
 def _windows(items: Iterable, size: int, max_audio_s: float, stop: threading.Event) -> Iterator[list]:
     """Windows of at most `size` rows and, counting rows whose duration is declared, `max_audio_s` seconds
     (a window of hour-long files would otherwise hold hours of samples); a window has at least one row."""
@@ -181,10 +222,10 @@ def _decode_window(window, adapter, pool) -> list | None:
 def _submit(item, adapter, pool):
     if isinstance(item, BadRow):
         return (item.error, 0.0)
-    return pool.submit(_timed_read, item, adapter.sample_rate)
+    return pool.submit(read_timed, item, adapter.sample_rate)
 
 
-def _timed_read(utt: Utterance, sample_rate: int) -> tuple[Audio | RowError, float]:
+def read_timed(utt: Utterance, sample_rate: int) -> tuple[Audio | RowError, float]:
     start = time.perf_counter()
     try:
         result = audio_io.read(utt, sample_rate)
@@ -222,6 +263,27 @@ class _Assembler:
                 row.texts[piece.index] = ""
                 row.received += 1
         return [p for p in pieces if p.index not in row.texts]
+
+    def open_prepared(self, item: Utterance | BadRow, prepared: frontend.PreparedRow | RowError) -> list:
+        """`open` for a row a front-end worker read, split and rendered: its pieces that need the engine."""
+        if isinstance(item, BadRow):
+            self.finished.append(RowResult(item, None, item.error))
+            return []
+        if isinstance(prepared, RowError) or prepared.error is not None:
+            error = prepared if isinstance(prepared, RowError) else prepared.error
+            self.finished.append(RowResult(item, None, error))
+            return []
+        row = _OpenRow(item, prepared.count, prepared.audio_s)
+        row.texts.update({i: "" for i in prepared.silent})
+        row.received = len(prepared.silent)
+        refused = [p for p in prepared.pieces if p.request is None]
+        if refused:  # the renderer refused a piece: the row fails as the in-process enqueue would fail it
+            message = f"{item.audio_filepath}: {refused[0].error}"
+            self.finished.append(RowResult(item, None, RowError(ErrorKind.ENGINE, message), 0.0, prepared.count))
+            return []
+        self.open_rows[item.id] = row
+        row.spans = {p.index: (p.offset_s, p.duration_s) for p in prepared.pieces}
+        return list(prepared.pieces)
 
     def complete(self, completion: Completion) -> None:
         utterance_id, index = completion.key

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from speechlm_batch import engine as engine_mod
-from speechlm_batch import outputs, pipeline, reports, sharding
+from speechlm_batch import frontend, outputs, pipeline, reports, sharding
 from speechlm_batch.adapters import resolve_adapter
 from speechlm_batch.adapters.base import ModelAdapter
 from speechlm_batch.engine import Engine
@@ -106,17 +106,22 @@ def run_source(
         on_start(len(shard.positions), resumed)
     own_engine = engine is None
     engine = engine or start_engine(settings, model_path, output_dir / "logs")
+    pool = None
     try:
         adapter = adapter_for(engine, settings.decode)
+        pool = frontend.start_pool(engine, settings)  # front-end workers start while the engine warms up
         warmup_s = pipeline.warmup(engine, adapter)
         if isinstance(engine, ServerEngine):
             engine.reset_stats()  # latency and request counts of this shard's rows only
         items = _todo(source, shard, writer.done_ids)
-        stats = pipeline.run(items, engine=engine, adapter=adapter, sink=writer, settings=settings, stop=stop, on_rows=on_rows)
+        stats = pipeline.run(items, engine=engine, adapter=adapter, sink=writer, settings=settings, stop=stop,
+                             on_rows=on_rows, frontend_pool=pool)
     except BaseException:
         writer.close()  # every window already written stays; the rerun resumes after it
         raise
     finally:
+        if pool is not None:
+            pool.close()
         if own_engine:
             engine.shutdown()
     if stats.interrupted:

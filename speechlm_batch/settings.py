@@ -24,6 +24,10 @@ CPU_KV_CACHE_GIB = 2.0  # on CPU vLLM otherwise reserves a share of system RAM
 # with one thread per core (32) a Whisper engine's processes burnt 24.6 cores, with 4 they used 5.8 and ran
 # 15 % faster, and two engines on two GPUs scaled 1.80x instead of 0.82x (2x H200, docs/benchmarks.md).
 GPU_HOST_THREADS = 4
+# Front-end worker processes when --frontend-workers is not given, on a GPU machine (CPU builds: 0, the
+# in-process path). An H200 prototype peaked at 6 workers computing the log-mel on the GPU: each worker is
+# one more CUDA context time-slicing the GPU (docs/benchmarks.md).
+GPU_FRONTEND_WORKERS_MAX = 6
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,10 @@ class RunSettings:
     window_rows: int = 256  # rows decoded and sent to the engine at once; memory is bounded by this
     window_audio_s: float = 3600.0  # ... and by this much declared audio per window (rows with a duration)
     decode_workers: int = 2  # threads decoding / resampling the next window while the engine runs
+    # Processes that read, resample and render requests ahead of the engine (speechlm_batch.frontend).
+    # None: chosen from the machine (0 on CPU builds, up to GPU_FRONTEND_WORKERS_MAX on GPUs); 0: in-process.
+    frontend_workers: int | None = None
+    features_device: str | None = None  # "cpu" | "cuda": where the log-mel is computed; None: the adapter's choice
     sort_by_duration: bool = True  # longest first inside a window: fuller batches
     strict: bool = False  # manifest problems are fatal before the engine starts
     scorer: str = DEFAULT_SCORER  # scoring only: not part of the fingerprint
@@ -127,6 +135,9 @@ OPERATIONAL_FIELDS = frozenset({
     "engine.max_num_seqs", "engine.max_num_batched_tokens", "engine.gpu_memory_utilization",
     "engine.kv_cache_gib", "engine.tensor_parallel_size", "engine.enforce_eager",
     "window_rows", "window_audio_s", "decode_workers", "sort_by_duration", "strict",
+    # where requests are rendered: predictions byte-identical on CPU (tests/e2e/test_frontend_pool.py); the
+    # features' device changes float rounding only, as batch composition does
+    "frontend_workers", "features_device",
     "scorer",  # how finished rows are scored, not what they say: `report DIR --scorer` re-scores any run
     # server mode sends the same prompt to the same model, greedy: where rows go does not change their text
     "server.urls", "server.concurrency", "server.retries", "server.request_timeout_s", "server.api_key_env",

@@ -29,6 +29,7 @@ class ErrorKind(StrEnum):
     OUT_OF_RANGE = "out_of_range"  # offset / duration outside the file
     ENGINE = "engine"  # vLLM rejected or failed the request
     SERVER = "server"  # server mode: no answer after every retry (server down, timeouts, 5xx); a rerun redoes it
+    FRONTEND = "frontend"  # the front-end worker process holding the row died or hung
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,11 @@ class Dtype(StrEnum):
     float16 = "float16"
 
 
+class FeaturesDevice(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class LogLevel(StrEnum):
     debug = "debug"
     info = "info"
@@ -330,6 +335,18 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "serve_args", str, S.serve_args, ("--serve-args",), SERVER,
         "Further vllm serve arguments for --launch-server, one quoted string, e.g. '--max-num-seqs 512'.",
         target="server.serve_args", extra={"metavar": "ARGS"},
+    ),
+    # -- front end
+    RunOption(
+        "frontend_workers", Optional[int], R.frontend_workers, ("--frontend-workers",), ENGINE,
+        "Processes that decode, resample and render requests ahead of the engine; 0: in this process. "
+        f"Default: 0 on CPU, on GPUs one per spare core up to {s.GPU_FRONTEND_WORKERS_MAX}.",
+        target="run.frontend_workers", extra={"metavar": "N", "min": 0},
+    ),
+    RunOption(
+        "features_device", Optional[FeaturesDevice], R.features_device, ("--features-device",), ENGINE,
+        "Where audio features (Whisper's log-mel) are computed: cpu or cuda. Default: the engine's device.",
+        target="run.features_device", parse=_value, extra={"metavar": "DEVICE"},
     ),
     # -- output and logs
     RunOption(

@@ -1,0 +1,71 @@
+"""What one request costs to render, in one process, without an engine: the front end's unit of work.
+
+    python -m bench.render_cost --model whisper-base --clips 300 [--device cuda]
+
+Builds vLLM's renderer and the Whisper adapter exactly as a front-end worker does (speechlm_batch.frontend),
+then renders the same clips (the first Asterisk prompts, decoded before timing) with the decoder prompt as
+text (tokenised per clip) and as token ids (frontend.TokenPrompts), features on the CPU and, where a GPU
+is present, on it. Prints ms per clip for each variant and checks the variants render the same input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.render_cost", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="whisper-base")
+    p.add_argument("--clips", type=int, default=300)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the engine would run")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # as in a front-end worker
+
+    from bench.run import resolve_model
+    from speechlm_batch import audio as audio_io
+    from speechlm_batch import frontend
+    from speechlm_batch.engine import llm_kwargs
+    from speechlm_batch.settings import DecodeSettings, EngineSettings
+    from speechlm_batch.sources import open_manifest
+
+    model = resolve_model(args.model)
+    cpu = args.device == "cpu"
+    kwargs = llm_kwargs(EngineSettings(model=model, max_model_len=448), model, cpu)
+    renderer = frontend.Renderer(kwargs)
+    pieces = []
+    for utt in open_manifest(REPO / "manifests" / "asterisk.jsonl"):
+        audio = audio_io.read(utt, 16000)
+        if not hasattr(audio, "samples") or audio.duration_s > 30:
+            continue
+        pieces.extend(audio_io.split(audio, 30.0, utt.id))
+        if len(pieces) >= args.clips:
+            break
+    results = {}
+    devices = ["cpu"] + ([] if cpu else ["cuda"])
+    for device in devices:
+        config = frontend.FrontendConfig(kwargs, DecodeSettings(), device, cpu)
+        adapter = frontend.build_worker_adapter(config, renderer)
+        token_prompts = frontend.TokenPrompts(renderer)
+        for name, render in (("text", renderer.render), ("token ids", token_prompts.render)):
+            render(adapter.request(pieces[0]))  # first-call costs out
+            start = time.perf_counter()
+            outs = [render(adapter.request(piece)) for piece in pieces]
+            ms = 1000 * (time.perf_counter() - start) / len(pieces)
+            results[f"{name}, log-mel on {device}"] = {"ms_per_clip": round(ms, 3), "clips": len(pieces)}
+            results[f"{name}, log-mel on {device}"]["decoder_ids"] = frontend._decoder_ids(outs[0].engine_input)
+    for key, value in results.items():
+        print(f"{key:32s} {value['ms_per_clip']:8.3f} ms a clip  decoder ids {value['decoder_ids']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
