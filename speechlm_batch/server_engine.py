@@ -14,6 +14,7 @@ row is written once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -58,6 +59,10 @@ class ServerEngine:
     def create(cls, settings: RunSettings, model_name: str, log_dir: Path | None = None) -> ServerEngine:
         """Probe (or launch) the servers and choose the family; every failure here precedes the first row."""
         start = time.perf_counter()
+        # httpx logs one INFO line per request: tens of thousands per run, each with the full URL (and any
+        # user:password in it). Failures reach the rows and the report instead.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         launched = None
         urls = [normalize_url(u) for u in settings.server.urls]
         if settings.server.launch:

@@ -42,8 +42,8 @@ def server(tmp_path_factory):
     launched.stop()
 
 
-def cli(*args: str, timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+def cli(*args: str, timeout: float = RUN_TIMEOUT_S, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def write_manifest(path: Path, rows: list[dict]) -> Path:
@@ -86,8 +86,13 @@ def test_eval_through_the_server(server, manifests_dir, tmp_path):
     folder = tmp_path / "small_set"
     columns = {"audio": [r["audio_filepath"] for r in rows], "text": [r["text"] for r in rows]}
     Dataset.from_dict(columns).cast_column("audio", Audio()).save_to_disk(str(folder))
-    done = cli("eval", "--hf-dataset", str(folder), "--server", server.url, "-m", MODEL, "-o", str(tmp_path / "ev"))
+    key = "sk-issue17-never-written"  # vLLM without --api-key takes any bearer token
+    env = {**os.environ, "MY_ASR_KEY": key}
+    done = cli("eval", "--hf-dataset", str(folder), "--server", server.url, "-m", MODEL, "-o", str(tmp_path / "ev"),
+               "--api-key-env", "MY_ASR_KEY", "-vvv", env=env)
     assert done.returncode == EXIT_OK, done.stderr + done.stdout
+    assert key not in done.stdout + done.stderr
+    assert not [p for p in (tmp_path / "ev").rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     run = results["runs"][0]
     assert results["datasets"][0]["rows"] == 3 and results["datasets"][0]["wer"] is not None
