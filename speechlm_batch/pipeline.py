@@ -313,6 +313,8 @@ class _Assembler:
         if self.collapse:
             text, loops = collapse_loops(text)
         segments = tuple(s for i in range(row.count) for s in row.segments.get(i, ())) if self.timestamps else None
+        if segments and self.collapse:  # the segments say what pred_text says (loops inside one segment)
+            segments = tuple(Segment(s.start_s, s.end_s, collapse_loops(s.text)[0]) for s in segments)
         self.finished.append(
             RowResult(
                 row.utterance, text, None, row.audio_s, row.count, loops, row.prompt_tokens,

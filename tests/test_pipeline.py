@@ -178,3 +178,11 @@ def test_no_segments_without_timestamps():
     [piece] = asm.open(_utt(), Audio(np.full(16000, 0.1, dtype=np.float32), 16000))
     asm.complete(Completion(("u", 0), "x"))
     assert asm.finished[0].segments is None
+
+
+def test_collapse_loops_cleans_segment_texts_too():
+    asm = _Assembler(_Adapter(), collapse=True, timestamps=True)
+    [piece] = asm.open(_utt(), Audio(np.full(16000, 0.1, dtype=np.float32), 16000))
+    asm.complete(Completion(("u", 0), "thank you " * 10))
+    [row] = asm.finished
+    assert row.segments[0].text == "thank you thank you" and row.loops_collapsed >= 1

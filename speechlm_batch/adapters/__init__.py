@@ -65,7 +65,8 @@ def resolve_adapter(info: ModelInfo, decode: DecodeSettings) -> ModelAdapter:
 # What `speechlm-batch models` shows per family: how it prompts, its longest piece, and real models.
 FAMILY_DOCS: dict[str, dict[str, str]] = {
     "whisper": {
-        "prompt": "<|startoftranscript|><|LANG|><|transcribe|><|notimestamps|> (.en: <|startoftranscript|><|notimestamps|>)",
+        "prompt": "<|startoftranscript|><|LANG|><|transcribe|><|notimestamps|> (.en: <|startoftranscript|><|notimestamps|>; "
+        "--timestamps: <|0.00|> in place of <|notimestamps|>)",
         "max_piece": "30 s",
         "detect": "WhisperForConditionalGeneration",
         "examples": "whisper-base, whisper-tiny.en (offline); openai/whisper-large-v3-turbo",
