@@ -381,3 +381,31 @@ def test_cli_report_scorer_and_eval_language_checks(cli_engine, tmp_path):
     assert code == 2 and "fleurs_de" in text and "-l de" in text
     code, text = invoke("eval", "-d", "multilingual", "-l", "ja", "-o", tmp_path / "ja")
     assert code == 2 and "no multilingual sets" in text
+
+
+def test_cli_eval_all_is_the_2026_public_set_with_stitched_earnings22(cli_engine, tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    specs = lb.expand(["all"])
+    for spec in specs:
+        if spec.chunked:  # two chunks of one call, each carrying the call's reference
+            call = {"text": ["good morning and welcome"] * 2, "id": ["k1", "k0"], "parent_id": ["call", "call"],
+                    "chunk_index": [1, 0]}
+            make_dataset(call, [0.5, 0.5]).save_to_disk(str(spec.mirror_dir(mirror)))
+        else:
+            make_dataset(ALPHA, [0.5, 0.6, 0.7, 0.8, 0.9]).save_to_disk(str(spec.mirror_dir(mirror)))
+    answers = {**PREDICTIONS, "k0": "good morning", "k1": "and welcome"}
+    engine = fakes.FakeEngine(lambda utterance_id: answers.get(utterance_id, ""), cost_s=0.01)
+    monkeypatch.setattr(Engine, "create", staticmethod(lambda settings, model_path: engine))
+    code, text = invoke("eval", "-d", "all", "--datasets-dir", mirror, "-o", tmp_path / "out", "-m", "org/m")
+    assert code == 0, text
+    assert engine.shutdowns == 1  # one engine for the seven sets
+    payload = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert payload["scorer"] == "2026" and [d["name"] for d in payload["datasets"]] == [s.name for s in specs]
+    by_name = {d["name"]: d for d in payload["datasets"]}
+    stitched = by_name["earnings22_cleaned_aa_chunked"]["wer_stats"]
+    assert (stitched["utterances"], stitched["reference_words"], stitched["errors"]) == (1, 4, 0)
+    assert by_name["ami_cleaned"]["wer_percent"] == pytest.approx(round(ALPHA_WER, 2))
+    assert payload["average_wer_percent"] == round((6 * round(ALPHA_WER, 2) + 0.0) / 7, 2)
+    code, text = invoke("report", tmp_path / "out", "-o", tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert code == 0 and again["average_wer_percent"] == payload["average_wer_percent"]
