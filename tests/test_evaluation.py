@@ -15,7 +15,7 @@ from fakes import FakeAdapter
 from test_hf_source import make_dataset
 from typer.testing import CliRunner
 
-from speechlm_batch import cli, evaluation, runner
+from speechlm_batch import cli, evaluation, rescoring, runner
 from speechlm_batch.cli import console as ui
 from speechlm_batch.engine import Engine
 from speechlm_batch.scoring import Scorer
@@ -156,7 +156,7 @@ def test_chunk_run_writes_only_its_shard(data, tmp_path):
 
 def test_report_rescores_leaderboard_files_and_predictions(data, tmp_path):
     original = json.loads(_eval(data, tmp_path).files[0].read_text())
-    from_lb = evaluation.rescore(tmp_path, output_dir=tmp_path / "lb")
+    from_lb = rescoring.rescore(tmp_path, output_dir=tmp_path / "lb")
     assert from_lb.payload["average_wer_percent"] == original["average_wer_percent"]
     assert from_lb.payload["composite_rtfx"] == pytest.approx(original["composite_rtfx"])
     assert {d.name: d.dropped_refs for d in from_lb.summary.datasets} == {"alpha": 2, "beta": 0}
@@ -165,7 +165,7 @@ def test_report_rescores_leaderboard_files_and_predictions(data, tmp_path):
     lb_bytes = {f.name: f.read_bytes() for f in tmp_path.glob("MODEL_*.jsonl")}
     for f in tmp_path.glob("MODEL_*.jsonl"):
         f.unlink()
-    from_pred = evaluation.rescore(tmp_path, prefer="predictions")
+    from_pred = rescoring.rescore(tmp_path, prefer="predictions")
     assert {d.name: d.wer_percent for d in from_pred.summary.datasets} == {
         d["name"]: d["wer_percent"] for d in original["datasets"]
     }
@@ -186,7 +186,7 @@ def test_chunked_rows_are_joined_per_call_before_scoring(tmp_path):
     ]
     name = "MODEL_m_DATASET_ArtificialAnalysis-Earnings22-Cleaned-AA-chunked__test.jsonl"
     (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    outcome = evaluation.rescore(tmp_path)
+    outcome = rescoring.rescore(tmp_path)
     result = outcome.summary.datasets[0]
     assert result.name == "earnings22_cleaned_aa_chunked"
     assert result.wer_stats.reference_words == 9  # the call's reference counted once, not once per chunk
@@ -194,7 +194,7 @@ def test_chunked_rows_are_joined_per_call_before_scoring(tmp_path):
     assert result.rtfx == pytest.approx(10.0 / 1.0)
     rows[0]["chunk_index"] = 2  # chunk 1 missing: warned, its words count as deleted
     (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    outcome = evaluation.rescore(tmp_path)
+    outcome = rescoring.rescore(tmp_path)
     assert any("not contiguous" in w for w in outcome.warnings)
 
 
@@ -352,8 +352,8 @@ def test_failed_rows_score_alike_in_eval_report_and_leaderboard_file(gamma, tmp_
     # classic: the compound costs S + D as well: 5 errors over 8.
     assert evaluated.wer == pytest.approx(3 / 8 if scorer == "2026" else 5 / 8)
     assert evaluated.wer_ok_only == pytest.approx(0 / 5 if scorer == "2026" else 2 / 5)
-    from_files = evaluation.rescore(tmp_path, output_dir=tmp_path / "lb", scorer=Scorer(scorer)).summary.datasets[0]
-    from_rows = evaluation.rescore(tmp_path, prefer="predictions", output_dir=tmp_path / "pr", scorer=Scorer(scorer))
+    from_files = rescoring.rescore(tmp_path, output_dir=tmp_path / "lb", scorer=Scorer(scorer)).summary.datasets[0]
+    from_rows = rescoring.rescore(tmp_path, prefer="predictions", output_dir=tmp_path / "pr", scorer=Scorer(scorer))
     for other in (from_files, from_rows.summary.datasets[0]):  # to the last digit
         assert (other.wer, other.wer_ok_only, other.failed, other.wer_stats) == (
             evaluated.wer, evaluated.wer_ok_only, evaluated.failed, evaluated.wer_stats
@@ -381,3 +381,31 @@ def test_cli_report_scorer_and_eval_language_checks(cli_engine, tmp_path):
     assert code == 2 and "fleurs_de" in text and "-l de" in text
     code, text = invoke("eval", "-d", "multilingual", "-l", "ja", "-o", tmp_path / "ja")
     assert code == 2 and "no multilingual sets" in text
+
+
+def test_cli_eval_all_is_the_2026_public_set_with_stitched_earnings22(cli_engine, tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    specs = lb.expand(["all"])
+    for spec in specs:
+        if spec.chunked:  # two chunks of one call, each carrying the call's reference
+            call = {"text": ["good morning and welcome"] * 2, "id": ["k1", "k0"], "parent_id": ["call", "call"],
+                    "chunk_index": [1, 0]}
+            make_dataset(call, [0.5, 0.5]).save_to_disk(str(spec.mirror_dir(mirror)))
+        else:
+            make_dataset(ALPHA, [0.5, 0.6, 0.7, 0.8, 0.9]).save_to_disk(str(spec.mirror_dir(mirror)))
+    answers = {**PREDICTIONS, "k0": "good morning", "k1": "and welcome"}
+    engine = fakes.FakeEngine(lambda utterance_id: answers.get(utterance_id, ""), cost_s=0.01)
+    monkeypatch.setattr(Engine, "create", staticmethod(lambda settings, model_path: engine))
+    code, text = invoke("eval", "-d", "all", "--datasets-dir", mirror, "-o", tmp_path / "out", "-m", "org/m")
+    assert code == 0, text
+    assert engine.shutdowns == 1  # one engine for the seven sets
+    payload = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert payload["scorer"] == "2026" and [d["name"] for d in payload["datasets"]] == [s.name for s in specs]
+    by_name = {d["name"]: d for d in payload["datasets"]}
+    stitched = by_name["earnings22_cleaned_aa_chunked"]["wer_stats"]
+    assert (stitched["utterances"], stitched["reference_words"], stitched["errors"]) == (1, 4, 0)
+    assert by_name["ami_cleaned"]["wer_percent"] == pytest.approx(round(ALPHA_WER, 2))
+    assert payload["average_wer_percent"] == round((6 * round(ALPHA_WER, 2) + 0.0) / 7, 2)
+    code, text = invoke("report", tmp_path / "out", "-o", tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert code == 0 and again["average_wer_percent"] == payload["average_wer_percent"]

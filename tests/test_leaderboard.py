@@ -102,3 +102,11 @@ def test_open_spec_offline_error_says_where_to_put_a_copy(tmp_path, monkeypatch)
     assert "hf-audio/esb-datasets-test-only-sorted" in str(info.value) and "tedlium" in str(info.value)
     assert str(Path(tmp_path, "hf-audio", "esb-datasets-test-only-sorted", "tedlium", "test")) in info.value.hint
     assert "huggingface-cli download" in info.value.hint
+
+
+def test_chunked_set_without_references_says_how_to_prepare_it(tmp_path):
+    spec = lb.REGISTRY["earnings22_cleaned_aa_chunked"]
+    make_dataset({"parent_id": ["c"], "chunk_index": [0]}, [0.5]).save_to_disk(str(spec.mirror_dir(tmp_path)))
+    with pytest.raises(UsageError, match="no reference text") as info:
+        lb.open_spec(spec, mirror=tmp_path)
+    assert "ArtificialAnalysis/Earnings22-Cleaned-AA" in info.value.hint and "parent_id" in info.value.hint

@@ -193,9 +193,30 @@ def sclite_counts(refs: list[str], hyps: list[str], workdir) -> dict[str, int]:
     return {"sentences": sentences, "words": words, "sub": sub, "del": dele, "ins": ins, "errors": err}
 
 
+def merged_for_sclite(refs: list[str], hyps: list[str]) -> tuple[list[str], list[str], int]:
+    """Normalized pairs with the compounds kaldialign merged written joined on both sides, for sclite (which
+    has no compound rule). Returns the texts and the reference words the joining removed (kaldialign keeps
+    the reference's own length)."""
+    out_refs, out_hyps, joined_words = [], [], 0
+    for ref, hyp in zip(refs, hyps):
+        r_words, h_words = [], []
+        for r, h in kaldialign.align(ref.split(), hyp.split(), "*", merge_compounds=True):
+            if " " in r or " " in h:
+                assert r.replace(" ", "") == h.replace(" ", ""), (r, h)
+                joined_words += r.count(" ")
+                r, h = r.replace(" ", ""), h.replace(" ", "")
+            r_words += [] if r == "*" else [r]
+            h_words += [] if h == "*" else [h]
+        out_refs.append(" ".join(r_words))
+        out_hyps.append(" ".join(h_words))
+    return out_refs, out_hyps, joined_words
+
+
 def _cross_check_pairs() -> tuple[list[str], list[str]]:
-    literal_refs = ["the cat sat on the mat", "hello there", "a b c", "Mr. Smith paid twenty five dollars", "a b"]
-    literal_hyps = ["the cat sit on mat", "", "a c d", "mister smith paid 25 dollars today", "b c"]
+    literal_refs = ["the cat sat on the mat", "hello there", "a b c", "Mr. Smith paid twenty five dollars", "a b",
+                    "a white paper today", "the database is up"]
+    literal_hyps = ["the cat sit on mat", "", "a c d", "mister smith paid 25 dollars today", "b c",
+                    "a whitepaper to day", "the data base is down"]
     rand_refs, rand_hyps = _random_pairs(500, seed=0)
     return literal_refs + rand_refs, literal_hyps + rand_hyps
 
@@ -204,8 +225,10 @@ def test_2026_scorer_matches_sclite_substitutions_deletions_insertions(tmp_path)
     """kaldialign breaks ties as sclite does (sub 4, ins / del 3: "a b" -> "b c" is D + I, not S + S)."""
     refs, hyps = _cross_check_pairs()
     words = corpus_wer(refs, hyps, NEW).words
-    counts = sclite_counts([NEW.normalize(r) for r in refs], [NEW.normalize(h) for h in hyps], tmp_path)
-    assert counts["sentences"] == len(refs) and counts["words"] == words.reference_words
+    merged_refs, merged_hyps, joined = merged_for_sclite([NEW.normalize(r) for r in refs], [NEW.normalize(h) for h in hyps])
+    assert joined == 1  # "white paper" is one reference word fewer for sclite; "data base" is in the hypothesis
+    counts = sclite_counts(merged_refs, merged_hyps, tmp_path)
+    assert counts["sentences"] == len(refs) and counts["words"] + joined == words.reference_words
     assert (counts["sub"], counts["del"], counts["ins"]) == (words.substitutions, words.deletions, words.insertions)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from speechlm_batch import evaluation
+from speechlm_batch import rescoring
 from speechlm_batch.cli.eval import show_results
 from speechlm_batch.cli.options import RunArgs, run_options
 from speechlm_batch.errors import EXIT_OK
@@ -40,6 +40,6 @@ def report(
 ) -> None:
     """Write results.json / results.md / results.html for DIR and print the table (leaderboard rules)."""
     scorer = Scorer(run.settings.scorer)
-    outcome = evaluation.rescore(directory, prefer=score_from.value, output_dir=output_dir, scorer=scorer)
+    outcome = rescoring.rescore(directory, prefer=score_from.value, output_dir=output_dir, scorer=scorer)
     show_results(outcome, f"{directory} · re-scored from {score_from.value} · scorer {scorer.value}")
     raise typer.Exit(EXIT_OK)

@@ -34,6 +34,7 @@ Family = Literal["classic", "2026", "longform", "multilingual"]
 CLASSIC_PATH = "hf-audio/esb-datasets-test-only-sorted"
 PUBLIC_2026_PATH = "hf-audio/open-asr-leaderboard"
 EARNINGS_CHUNKED_PATH = "ArtificialAnalysis/Earnings22-Cleaned-AA-chunked"
+EARNINGS_PARENT_PATH = "ArtificialAnalysis/Earnings22-Cleaned-AA"  # the calls' reference transcripts
 LONGFORM_PATH = "hf-audio/asr-leaderboard-longform"
 CORAAL_PATH = "bezzam/coraal"
 CORAAL_SUBSETS = ("ATL", "DCA", "DCB", "DTA", "LES", "PRV", "ROC", "VLD")
@@ -157,14 +158,26 @@ def open_spec(spec: DatasetSpec, *, mirror: Path | None = None, limit: int | Non
         OfflineAssetError: neither a mirror copy nor a cached / reachable hub copy; says how to get one.
     """
     extra = {"leaderboard": spec.to_dict()}
+    where = spec.mirror_dir(mirror) if mirror is not None else f"$SPEECHLM_BATCH_DATASETS/{spec.mirror_dir(Path())}"
     if mirror is not None and spec.mirror_dir(mirror).exists():
-        return open_hf(spec.mirror_dir(mirror), None, spec.split, limit=limit, name=spec.name, identity_extra=extra)
-    try:
-        return open_hf(spec.path, spec.config or None, spec.split, limit=limit, name=spec.name, identity_extra=extra)
-    except OfflineAssetError as e:
-        where = spec.mirror_dir(mirror) if mirror is not None else f"$SPEECHLM_BATCH_DATASETS/{spec.mirror_dir(Path())}"
-        e.hint = f"{e.hint}. For --dataset {spec.name} a local copy is looked for at {where}"
-        raise
+        source = open_hf(spec.mirror_dir(mirror), None, spec.split, limit=limit, name=spec.name, identity_extra=extra)
+    else:
+        try:
+            source = open_hf(
+                spec.path, spec.config or None, spec.split, limit=limit, name=spec.name, identity_extra=extra
+            )
+        except OfflineAssetError as e:
+            e.hint = f"{e.hint}. For --dataset {spec.name} a local copy is looked for at {where}"
+            raise
+    if spec.chunked and source.text_column is None:
+        # The hub's chunked set keeps the call transcripts in a separate parent set; the leaderboard's loader
+        # joins them by parent_id. Scoring without them would be no score at all, so say how to prepare it.
+        raise UsageError(
+            f"--dataset {spec.name}: the rows have no reference text",
+            hint=f"prepare a copy at {where} whose rows carry parent_id, chunk_index and the call's reference "
+            f"as `text` (from {EARNINGS_PARENT_PATH}, by id = parent_id)",
+        )
+    return source
 
 
 def name_for(dataset_slug: str, config: str, split: str) -> str | None:

@@ -1,17 +1,16 @@
 """Issue 3 end to end: a local HF dataset (Audio feature) of real speech, evaluated offline with whisper-base.
 
-The WER in results.json is checked against Debian's sclite (sctk) on the same normalized text, and the
-leaderboard files are read back. Uses the session's one engine (`engine` fixture): no second engine starts.
+The S / D / I in results.json (2026 scorer) are checked against Debian's sclite (sctk) on the same
+normalized text, and the leaderboard files are read back. Uses the session's one engine (`engine` fixture): no second engine starts.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from test_scoring import merged_for_sclite, sclite_counts
 
 from speechlm_batch import evaluation
 from speechlm_batch.metrics import normalize
@@ -20,7 +19,6 @@ from speechlm_batch.settings import EngineSettings, RunSettings
 
 pytestmark = pytest.mark.engine
 
-SCLITE = next((p for p in (shutil.which("sclite"), "/usr/lib/sctk/bin/sclite") if p and Path(p).is_file()), None)
 ASTERISK_IDS = ("asterisk/agent-alreadyon", "asterisk/activated", "asterisk/added", "asterisk/agent-loginok")
 
 
@@ -101,25 +99,19 @@ def test_leaderboard_files_parse(outcome):
     assert normalize(jfk["pred_text"]) == normalize(jfk["text"])  # hand-checked: whisper-base gets JFK exactly
 
 
-def _sclite_counts(refs: list[str], hyps: list[str], workdir: Path) -> tuple[int, int]:
-    """(errors, reference words) from sclite on already normalized text."""
-    ref_trn, hyp_trn = workdir / "ref.trn", workdir / "hyp.trn"
-    ref_trn.write_text("".join(f"{r} (spk_{i:04d})\n" for i, r in enumerate(refs)))
-    hyp_trn.write_text("".join(f"{h} (spk_{i:04d})\n" for i, h in enumerate(hyps)))
-    cmd = [SCLITE, "-r", str(ref_trn), "trn", "-h", str(hyp_trn), "trn", "-i", "spu_id", "-o", "rsum", "stdout"]
-    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    line = next(line for line in text.splitlines() if "| Sum " in line)
-    numbers = [int(x) for x in line.replace("|", " ").split()[1:]]  # Snt Wrd Corr Sub Del Ins Err S.Err
-    return numbers[6], numbers[1]
-
-
-@pytest.mark.skipif(SCLITE is None, reason="sclite (Debian package sctk) is not installed")
 def test_wer_matches_sclite(outcome, tmp_path):
+    """sclite (Debian sctk; CI installs it) on the same normalized text gives identical S / D / I.
+
+    sclite has no compound rule, so the compounds the 2026 scorer merged are written joined for it first.
+    """
     payload = json.loads((outcome.output_dir / "results.json").read_text())
+    assert payload["scorer"] == "2026"
     for dataset in payload["datasets"]:
         rows = list(read_predictions(outcome.output_dir / dataset["name"] / "predictions.jsonl"))
-        refs = [normalize(r["text"]) for r in rows]
-        hyps = [normalize(r["pred_text"]) for r in rows]
-        errors, words = _sclite_counts(refs, hyps, tmp_path)
-        assert words == dataset["wer_stats"]["reference_words"]
-        assert abs(errors / words - dataset["wer"]) <= 0.01, (dataset["name"], errors, words, dataset["wer_stats"])
+        refs, hyps, joined = merged_for_sclite([normalize(r["text"]) for r in rows], [normalize(r["pred_text"]) for r in rows])
+        counts = sclite_counts(refs, hyps, tmp_path)
+        ours = dataset["wer_stats"]
+        assert counts["words"] + joined == ours["reference_words"], dataset["name"]
+        assert (counts["sub"], counts["del"], counts["ins"]) == (
+            ours["substitutions"], ours["deletions"], ours["insertions"]
+        ), dataset["name"]
