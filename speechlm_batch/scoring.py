@@ -154,11 +154,17 @@ def _kaldialign_counts(refs: list[str], hyps: list[str]) -> tuple[WerStats, floa
     sub = dele = ins = ref_words = 0
     utterance_wer_sum = 0.0
     for ref, hyp in zip(refs, hyps):
-        r = kaldialign.edit_distance(ref.split(), hyp.split(), merge_compounds=True)
+        r = kaldialign.edit_distance(_utf8_words(ref), _utf8_words(hyp), merge_compounds=True)
         sub, dele, ins, ref_words = sub + r["sub"], dele + r["del"], ins + r["ins"], ref_words + r["ref_len"]
         utterance_wer_sum += r["total"] / r["ref_len"]
     hits = ref_words - sub - dele
     return WerStats(sub, dele, ins, hits, ref_words, len(refs)), utterance_wer_sum
+
+
+def _utf8_words(text: str) -> list[str]:
+    """Words kaldialign's C++ side can take: a lone surrogate (text decoded with surrogateescape, or a bad
+    `\\ud800` escape in a manifest) has no UTF-8 form, so it is written as its escape, on both sides alike."""
+    return [w.encode("utf-8", "backslashreplace").decode("utf-8") for w in text.split()]
 
 
 def _jiwer_counts(refs: list[str], hyps: list[str]) -> tuple[WerStats, float]:

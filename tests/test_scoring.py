@@ -249,3 +249,10 @@ def test_a_row_that_failed_before_it_was_read_keeps_its_reference() -> None:
     score = score_rows([_ok(0, "hello there", "hello there"), raw_failed, unparsed], NEW)
     assert score.failed_scored == 1 and score.rows_unscored == 1
     assert _sdi(score.scored) == (0, 3, 0) and score.scored.words.reference_words == 5
+
+
+def test_a_lone_surrogate_is_scored_not_a_crash():
+    from speechlm_batch.scoring import Scorer, Scoring, corpus_wer
+
+    scored = corpus_wer(["lone surrogate \ud800 here"], ["lone surrogate \ud800 there"], Scoring(Scorer.v2026))
+    assert scored.words.substitutions == 1 and scored.words.deletions == scored.words.insertions == 0
