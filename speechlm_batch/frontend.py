@@ -157,46 +157,6 @@ def build_worker_adapter(config: FrontendConfig, renderer: Renderer) -> ModelAda
     return with_features_device(resolve_adapter(info, config.decode), config.features_device)
 
 
-class TokenPrompts:
-    """Constant decoder prompts given as token ids: the renderer then tokenises nothing per clip.
-
-    The ids are the ones the renderer itself produced for the text prompt (checked on the first request), so
-    the engine sees exactly the same input either way.
-    """
-
-    def __init__(self, renderer: Renderer) -> None:
-        self.renderer = renderer
-        self.ids: dict[str, list[int] | None] = {}
-
-    def render(self, request: EngineRequest) -> RenderedRequest:
-        text = request.prompt.get("decoder_prompt")
-        if not isinstance(text, str):
-            return self.renderer.render(request)
-        if text not in self.ids:
-            rendered = self.renderer.render(request)
-            self.ids[text] = self._confirmed(request, rendered)
-            return rendered
-        ids = self.ids[text]
-        if ids is None:
-            return self.renderer.render(request)
-        prompt = {**request.prompt, "decoder_prompt": {"prompt_token_ids": list(ids)}}
-        return self.renderer.render(replace(request, prompt=prompt))
-
-    def _confirmed(self, request: EngineRequest, rendered: RenderedRequest) -> list[int] | None:
-        ids = _decoder_ids(rendered.engine_input)
-        if ids is None:
-            return None
-        prompt = {**request.prompt, "decoder_prompt": {"prompt_token_ids": list(ids)}}
-        again = self.renderer.render(replace(request, prompt=prompt))
-        return ids if _decoder_ids(again.engine_input) == ids else None
-
-
-def _decoder_ids(engine_input: Any) -> list[int] | None:
-    decoder = engine_input.get("decoder") if isinstance(engine_input, Mapping) else None
-    ids = decoder.get("prompt_token_ids") if isinstance(decoder, Mapping) else None
-    return list(ids) if ids is not None else None
-
-
 def prepare_row(item: Utterance, adapter: ModelAdapter, render: Any) -> PreparedRow:
     """Read, split and render one row: what the in-process path does between decoding and enqueue."""
     from speechlm_batch import audio as audio_io
@@ -240,7 +200,7 @@ def worker_main(config: FrontendConfig, tasks: Any, results: Any, slot: int) -> 
     try:
         renderer = Renderer(config.engine_kwargs)
         adapter = build_worker_adapter(config, renderer)
-        render = TokenPrompts(renderer).render
+        render = renderer.render  # decoder prompts as token ids did not pay (bench/render_cost.py)
     except BaseException as e:  # the main process turns this into a run failure with the reason
         results.put(("failed", slot, None, f"{type(e).__name__}: {e}"))
         return
