@@ -41,12 +41,13 @@ def test_spawned_children_leave_it_through_the_main_module(tmp_path):
     main = tmp_path / "main.py"
     main.write_text(textwrap.dedent(f"""
         import multiprocessing, os
-        from speechlm_batch import procgroup
+        import speechlm_batch  # as the CLI's main module: the package, not procgroup itself
 
         def report(queue):
             queue.put(os.getpgid(0) == os.getpid())
 
         if __name__ == "__main__":
+            from speechlm_batch import procgroup
             context = multiprocessing.get_context({method!r})
             with procgroup.engine_processes_apart():
                 queue = context.Queue()
