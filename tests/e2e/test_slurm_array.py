@@ -33,13 +33,17 @@ JOB_TIMEOUT_S = 420
 
 
 def write_manifest(path: Path, manifests: Path) -> int:
-    """librivox + jfk with absolute audio paths (tasks start in another folder); returns the row count."""
+    """librivox + jfk with absolute audio paths (tasks start in another folder), then one unreadable file;
+    returns the row count."""
+    broken = path.with_name("broken.wav")
+    broken.write_bytes(b"RIFF\x00\x00not audio at all")
     lines = []
     for name in ("librivox.jsonl", "jfk.jsonl"):
         for line in (manifests / name).read_text().splitlines():
             row = json.loads(line)
             row["audio_filepath"] = str((manifests / row["audio_filepath"]).resolve())
             lines.append(json.dumps(row))
+    lines.append(json.dumps({"audio_filepath": str(broken), "duration": 1.0, "text": "never heard"}))
     path.write_text("\n".join(lines) + "\n")
     return len(lines)
 
@@ -105,6 +109,11 @@ def test_array_of_three_chunks_merges_to_the_single_process_output(manifests_dir
     logs = "\n".join(p.read_text()[-2000:] for p in sorted(out.glob("slurm-*.out")))
     assert [states.get(f"{array_id}_{k}") for k in range(CHUNKS)] == ["COMPLETED"] * CHUNKS, (states, logs)
     assert states.get(merge_id) == "COMPLETED", (states, logs)
+
+    # The chunk holding the unreadable file completed (exit 0, its row an error), so the merge job ran.
+    broken = [r for r in read_predictions(out / "predictions.jsonl") if r.get("error")]
+    assert [r["audio_filepath"] for r in broken] == [str(tmp_path / "broken.wav")], broken
+    assert json.loads((out / "report.json").read_text())["rows"]["failed"] == 1
 
     # The merge job already merged; merging again (as a user would) is a no-op that gives the same bytes.
     merged_bytes = (out / "predictions.jsonl").read_bytes()
