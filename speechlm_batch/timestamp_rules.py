@@ -6,6 +6,9 @@ piece can loop until the token cap. The rules, per request, on the tokens sample
 1. `<|notimestamps|>` is never sampled.
 2. Timestamps come in pairs: after a timestamp that opened a segment (or a pair) comes text, never another
    timestamp; after one that closed a segment comes another timestamp (the next segment's start) or the end.
+   One departure from the paper: after a pair (close + open) the end of text is banned too. OpenAI's long-form
+   loop re-decodes from the last timestamp, so "pair, end" there only moves the window; pieces here are decoded
+   once, and whisper-base ended a 29 s piece that way at 20 s, dropping its last 9 s of speech.
 3. Timestamps never decrease; a new segment may start where the last one ended, a close is after its start.
 4. The first sampled token is a timestamp no later than `max_initial_index` steps.
 5. When the timestamps together are likelier than the single likeliest text token, a timestamp is sampled.
@@ -31,6 +34,7 @@ class TextRule(enum.IntEnum):
     ANY = 0
     END_ONLY = 1  # after a closing timestamp: the end of text (or a timestamp)
     NONE = 2  # before the first timestamp: timestamps only
+    WORDS = 3  # after a pair: text, not its end
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +88,9 @@ def step_limits(rules: TimestampRules, sampled: Sequence[int], last_timestamp: i
         return StepLimits(TextRule.NONE, begin, cap)
     last_was_timestamp = sampled[-1] >= begin
     before_was_timestamp = len(sampled) < 2 or sampled[-2] >= begin  # the start counts as a timestamp
-    if last_was_timestamp and before_was_timestamp:
-        return StepLimits(TextRule.ANY, top + 1, top)  # an opening timestamp: text must follow
+    if last_was_timestamp and before_was_timestamp:  # an opening timestamp: text must follow
+        pair = len(sampled) >= 2  # not the first opening: a piece with nothing said may end at once
+        return StepLimits(TextRule.WORDS if pair else TextRule.ANY, top + 1, top)
     text = TextRule.END_ONLY if last_was_timestamp else TextRule.ANY
     if last_timestamp is None:
         return StepLimits(text, begin, top)
@@ -114,7 +119,9 @@ def apply_rules(logits: Any, rows: Sequence[int], limits: Sequence[StepLimits], 
     ids = torch.arange(vocab, device=device).unsqueeze(0)
     is_timestamp = ids >= begin
     banned = is_timestamp & ((ids < lows) | (ids > highs))
-    banned |= ~is_timestamp & ((text == TextRule.NONE) | ((text == TextRule.END_ONLY) & (ids != rules.eos_id)))
+    is_eos = ids == rules.eos_id
+    banned |= ~is_timestamp & ((text == TextRule.NONE) | ((text == TextRule.END_ONLY) & ~is_eos))
+    banned |= is_eos & (text == TextRule.WORDS)
     banned |= ids == rules.no_timestamps_id
     picked = logits[index].masked_fill(banned, float("-inf"))
     logprobs = torch.log_softmax(picked.float(), dim=-1)

@@ -44,8 +44,11 @@ def test_an_opening_timestamp_is_followed_by_text():
     # the prompt's <|0.00|> opened: every timestamp banned, all text (and the specials) allowed
     assert step_limits(RULES, [6], 6, VOCAB) == StepLimits(TextRule.ANY, VOCAB, VOCAB - 1)
     assert _allowed([6], TEXT_WINS) == [0, 1, 2, 3, 4]
-    # a closing timestamp repeated as the next start (a pair) is an opening too
-    assert _allowed([6, 1, 8, 8], TEXT_WINS) == [0, 1, 2, 3, 4]
+    # a closing timestamp repeated as the next start (a pair) is an opening too, and its text may not be empty:
+    # the end of text (3) is banned after a pair (the one departure from the paper, see the module docstring)
+    assert step_limits(RULES, [6, 1, 8, 8], 8, VOCAB).text == TextRule.WORDS
+    assert _allowed([6, 1, 8, 8], TEXT_WINS) == [0, 1, 2, 4]
+    assert _allowed([6, 1, 7, 8], TEXT_WINS) == [0, 1, 2, 4]
 
 
 def test_a_closing_timestamp_is_followed_by_a_timestamp_or_the_end():
