@@ -110,23 +110,24 @@ def apply_rules(logits: Any, rows: Sequence[int], limits: Sequence[StepLimits], 
     if not rows:
         return logits
     device = logits.device
-    vocab = logits.shape[-1]
     begin = rules.timestamp_begin
     index = torch.tensor(list(rows), dtype=torch.long, device=device)
+    text = torch.tensor([int(lim.text) for lim in limits], device=device)
     lows = torch.tensor([lim.first_timestamp for lim in limits], device=device).unsqueeze(1)
     highs = torch.tensor([lim.last_timestamp for lim in limits], device=device).unsqueeze(1)
-    text = torch.tensor([int(lim.text) for lim in limits], device=device).unsqueeze(1)
-    ids = torch.arange(vocab, device=device).unsqueeze(0)
-    is_timestamp = ids >= begin
-    banned = is_timestamp & ((ids < lows) | (ids > highs))
-    is_eos = ids == rules.eos_id
-    banned |= ~is_timestamp & ((text == TextRule.NONE) | ((text == TextRule.END_ONLY) & ~is_eos))
-    banned |= is_eos & (text == TextRule.WORDS)
-    banned |= ids == rules.no_timestamps_id
-    picked = logits[index].masked_fill(banned, float("-inf"))
-    logprobs = torch.log_softmax(picked.float(), dim=-1)
-    timestamps_mass = torch.logsumexp(logprobs[:, begin:], dim=-1)
-    best_text = logprobs[:, :begin].max(dim=-1).values
+    picked = logits[index]
+    # Timestamps: only the timestamp columns are compared, a small slice of the vocabulary.
+    stamps = torch.arange(begin, logits.shape[-1], device=device).unsqueeze(0)
+    picked[:, begin:].masked_fill_((stamps < lows) | (stamps > highs), float("-inf"))
+    # Text: whole rows banned (NONE, END_ONLY), then the end of text put back (END_ONLY) or banned (WORDS).
+    eos = picked[:, rules.eos_id].clone()
+    picked[:, :begin].masked_fill_(((text == TextRule.NONE) | (text == TextRule.END_ONLY)).unsqueeze(1), float("-inf"))
+    picked[:, rules.eos_id] = torch.where(text == TextRule.END_ONLY, eos, picked[:, rules.eos_id])
+    picked[:, rules.eos_id].masked_fill_(text == TextRule.WORDS, float("-inf"))
+    picked[:, rules.no_timestamps_id] = float("-inf")
+    # Rule 5 in logit space: log-softmax subtracts the same normalizer from both sides of the comparison.
+    timestamps_mass = torch.logsumexp(picked[:, begin:].float(), dim=-1)
+    best_text = picked[:, :begin].float().max(dim=-1).values
     picked[:, :begin].masked_fill_((timestamps_mass > best_text).unsqueeze(1), float("-inf"))
     logits[index] = picked
     return logits
