@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import sys
@@ -25,6 +26,8 @@ from speechlm_batch.errors import EngineError
 from speechlm_batch.frontend import RenderedRequest
 from speechlm_batch.settings import CPU_KV_CACHE_GIB, GPU_HOST_THREADS, EngineSettings
 
+
+logger = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 60.0  # how long the engine core may take to exit cleanly before vLLM kills it
 
@@ -106,13 +109,36 @@ def resolved_dtype(settings: EngineSettings, model_path: str, cpu: bool | None =
 
 
 def _checkpoint_dtype(model_path: str) -> str:
+    config = _checkpoint_config(model_path)
+    value = config.get("torch_dtype") or config.get("dtype")
+    return str(value or "unknown")
+
+
+def _checkpoint_config(model_path: str) -> dict[str, Any]:
+    """The checkpoint's config.json ({} when absent or unreadable, e.g. a hub id not downloaded)."""
     try:
         with open(os.path.join(model_path, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
     except (OSError, ValueError):
-        return "unknown"
-    value = config.get("torch_dtype") or config.get("dtype") if isinstance(config, dict) else None
-    return str(value or "unknown")
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def timestamp_processor_kwargs(model_path: str) -> dict[str, Any]:
+    """`logits_processors` for a Whisper checkpoint: Whisper's timestamp rules, acting only on requests that
+    carry them (--timestamps). Call after `prepare_environment`: it imports vLLM.
+
+    A vLLM without the V1 logits-processor interface starts without it; --timestamps then samples unruled
+    (coarser segments, and a piece may loop), as before the processor existed.
+    """
+    if _checkpoint_config(model_path).get("model_type") != "whisper":
+        return {}
+    try:
+        from speechlm_batch.timestamp_processor import QUALNAME
+    except ImportError as e:
+        logger.warning("Whisper's timestamp rules are off: this vLLM has no V1 logits processors (%s)", e)
+        return {}
+    return {"logits_processors": [QUALNAME]}
 
 
 def llm_kwargs(settings: EngineSettings, model_path: str, cpu: bool) -> dict[str, Any]:
@@ -167,6 +193,7 @@ class Engine:
             from vllm import LLM
         except ImportError as e:
             raise EngineError(f"vLLM is not importable: {e}", hint="install the [cpu] or [gpu] extra") from e
+        kwargs.update(timestamp_processor_kwargs(model_path))
         try:
             with procgroup.engine_processes_apart():  # a Ctrl-C to the CLI's group must not kill the engine
                 llm = LLM(**kwargs)

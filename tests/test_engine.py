@@ -53,3 +53,15 @@ def test_prepare_environment_on_gpu_limits_host_threads_and_spawns():
 def test_external_request_id():
     assert engine._external_id("17-1a2b3c4d") == "17"
     assert engine._external_id("17") == "17"
+
+
+def test_timestamp_processor_is_registered_for_whisper_checkpoints_only(tmp_path):
+    whisper, other = tmp_path / "whisper", tmp_path / "other"
+    for folder, model_type in ((whisper, "whisper"), (other, "qwen2_audio")):
+        folder.mkdir()
+        (folder / "config.json").write_text(f'{{"model_type": "{model_type}"}}')
+    assert engine.timestamp_processor_kwargs(str(whisper)) == {
+        "logits_processors": ["speechlm_batch.timestamp_processor:WhisperTimestampProcessor"]
+    }
+    assert engine.timestamp_processor_kwargs(str(other)) == {}
+    assert engine.timestamp_processor_kwargs(str(tmp_path / "missing")) == {}

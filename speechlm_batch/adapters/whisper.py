@@ -9,8 +9,9 @@ engines decode the same way.
 With --timestamps the prompt ends `<|0.00|>` in place of `<|notimestamps|>` (as vLLM's own server asks for
 verbose_json), `<|notimestamps|>` is suppressed (transformers' timestamp logits processor does the same), and
 the generated ids are read back into segments by transformers' Whisper decoder (`WhisperTokenizer._decode_asr`,
-the state machine its ASR pipeline runs). vLLM applies no timestamp rules while sampling, so the times are
-clamped into the piece and kept in order here.
+the state machine its ASR pipeline runs). vLLM has no timestamp rules of its own: each request carries
+Whisper's (speechlm_batch/timestamp_rules.py) in `extra_args` for the logits processor engine.py registers.
+The times are still clamped into the piece and kept in order here, for engines without that processor.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from speechlm_batch.adapters.base import EngineRequest, ModelInfo, max_tokens_for, whole_piece
 from speechlm_batch.errors import UsageError
 from speechlm_batch.settings import DecodeSettings
+from speechlm_batch.timestamp_rules import EXTRA_ARGS_KEY, TimestampRules
 from speechlm_batch.types import AudioPiece, Seconds, Segment
 
 WHISPER_SAMPLE_RATE = 16000
@@ -34,6 +36,7 @@ SUPPRESSED_LOGIT = -100.0
 NO_TIMESTAMPS = "<|notimestamps|>"
 FIRST_TIMESTAMP = "<|0.00|>"
 TIME_PRECISION_S = 0.02  # one timestamp step: the 30 s window over 1500 encoder positions
+MAX_INITIAL_TIMESTAMP_INDEX = 50  # the first timestamp at most 1.00 s in (the checkpoints' generation config)
 TIMESTAMP_TOKEN = re.compile(r"<\|\d+\.\d+\|>")  # as text: vLLM detokenizes them (they are not special tokens)
 
 
@@ -50,6 +53,7 @@ class WhisperAdapter:
     sample_rate: int = WHISPER_SAMPLE_RATE
     max_piece_s: float = WHISPER_WINDOW_S
     tokenizer: Any = field(default=None, compare=False, repr=False)  # --timestamps: reads segments from ids
+    timestamp_rules: TimestampRules | None = None  # --timestamps: applied while sampling (engine.py's processor)
 
     @classmethod
     def from_model(cls, info: ModelInfo, decode: DecodeSettings) -> WhisperAdapter:
@@ -58,19 +62,26 @@ class WhisperAdapter:
         if multilingual and info.tokenizer is not None:
             _check_language_token(info.tokenizer, decode.language)
         suppress = tuple(getattr(info.hf_config, "suppress_tokens", None) or ())
+        rules = None
         if decode.timestamps:
-            suppress += (_timestamp_tokenizer(info.tokenizer).convert_tokens_to_ids(NO_TIMESTAMPS),)
+            rules = timestamp_rules(_timestamp_tokenizer(info.tokenizer))
+            suppress += (rules.no_timestamps_id,)
         prompt_tokens = 4 if multilingual else 2
         device = "cuda" if info.accelerator == "cuda" else None
         tokenizer = info.tokenizer if decode.timestamps else None
-        return cls(prompt, info.max_model_len - prompt_tokens, decode, suppress, device, tokenizer=tokenizer)
+        return cls(prompt, info.max_model_len - prompt_tokens, decode, suppress, device, tokenizer=tokenizer,
+                   timestamp_rules=rules)
 
     def request(self, piece: AudioPiece) -> EngineRequest:
         prompt = {
             "encoder_prompt": {"prompt": "", "multi_modal_data": {"audio": (piece.samples, piece.sample_rate)}},
             "decoder_prompt": self.decoder_prompt,
         }
-        sampling = {"logit_bias": {t: SUPPRESSED_LOGIT for t in self.suppress_tokens}} if self.suppress_tokens else {}
+        sampling: dict[str, Any] = {}
+        if self.suppress_tokens:
+            sampling["logit_bias"] = {t: SUPPRESSED_LOGIT for t in self.suppress_tokens}
+        if self.timestamp_rules is not None:
+            sampling["extra_args"] = {EXTRA_ARGS_KEY: self.timestamp_rules.to_extra_args()}
         processor = {"device": self.feature_device} if self.feature_device else {}
         return EngineRequest(prompt, max_tokens_for(piece.duration_s, self.decode, self.ceiling_tokens), sampling, processor)
 
@@ -102,6 +113,13 @@ def decoder_prompt(multilingual: bool, language: str, timestamps: bool = False) 
     if not multilingual:
         return f"<|startoftranscript|>{last}"
     return f"<|startoftranscript|><|{language}|><|transcribe|>{last}"
+
+
+def timestamp_rules(tokenizer: Any) -> TimestampRules:
+    """The rules for a checkpoint's vocabulary; the prompt's `<|0.00|>` opens the first segment."""
+    ids = tokenizer.convert_tokens_to_ids
+    return TimestampRules(ids(NO_TIMESTAMPS), int(tokenizer.eos_token_id), MAX_INITIAL_TIMESTAMP_INDEX,
+                          opening=(ids(FIRST_TIMESTAMP),))
 
 
 def timestamp_segments(tokenizer: Any, token_ids: Sequence[int], duration_s: Seconds) -> tuple[Segment, ...]:

@@ -14,6 +14,7 @@ from speechlm_batch.adapters.whisper import WhisperAdapter, decoder_prompt, orde
 from speechlm_batch.errors import UsageError
 from speechlm_batch.fsutil import cache_dir
 from speechlm_batch.settings import DecodeSettings
+from speechlm_batch.timestamp_rules import TimestampRules
 from speechlm_batch.types import AudioPiece, Segment
 
 MULTILINGUAL = SimpleNamespace(vocab_size=51865, suppress_tokens=[1, 2, 7])
@@ -153,6 +154,20 @@ def test_segments_from_timestamp_tokens(alias, make_info):
     assert adapter.postprocess(tokenizer.decode(generated, skip_special_tokens=False).replace("<|endoftext|>", "")) == (
         "Hello world. Next one."
     )
+
+
+@pytest.mark.parametrize("alias", ["whisper-base", "whisper-tiny.en"])
+def test_timestamp_requests_carry_the_rules_and_plain_ones_do_not(alias, make_info):
+    tokenizer = _converted_tokenizer(alias)
+    config = MULTILINGUAL if alias == "whisper-base" else ENGLISH_ONLY
+    piece = AudioPiece("u", 0, 1, np.zeros(16000, dtype=np.float32), 16000)
+    timed = WhisperAdapter.from_model(make_info(tokenizer, hf_config=config), DecodeSettings(timestamps=True))
+    rules = TimestampRules.from_extra_args(timed.request(piece).sampling["extra_args"])
+    ids = tokenizer.convert_tokens_to_ids
+    assert rules.no_timestamps_id == ids("<|notimestamps|>") and rules.timestamp_begin == ids("<|0.00|>")
+    assert rules.eos_id == ids("<|endoftext|>") and rules.opening == (ids("<|0.00|>"),)  # the prompt's last token
+    plain = WhisperAdapter.from_model(make_info(tokenizer, hf_config=config), DecodeSettings())
+    assert "extra_args" not in plain.request(piece).sampling  # timestamps off: the processor never engages
 
 
 CAPTURED = Path(__file__).parents[1] / "fixtures" / "whisper_base_timestamp_ids.json"
