@@ -16,10 +16,15 @@ when its parent dies (PR_SET_PDEATHSIG): out of the group, a `kill -9` of the CL
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import multiprocessing.spawn
 import multiprocessing.util
 import os
+import shutil
 import signal
+import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -44,6 +49,34 @@ def leave_process_group(_hook: object | None = None) -> None:
         pass
 
 
+# Spawned children are started as `python -c "from multiprocessing.spawn import spawn_main; ..."`: they run
+# no fork hooks, and a main module run with `-m pkg` (`python -m speechlm_batch`) is not re-imported in them.
+# So the spawn executable is swapped, inside the block, for this launcher: it leaves the group, asks for
+# SIGTERM on the parent's death (both survive exec) and execs the real interpreter with the same arguments.
+_LAUNCHER = """#!{python}
+import ctypes, os, signal, sys
+os.setpgid(0, 0)
+try:
+    ctypes.CDLL(None, use_errno=True).prctl({pdeathsig}, int(signal.SIGTERM), 0, 0, 0)
+except (OSError, AttributeError):
+    pass
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+_SHEBANG_MAX = 120  # Linux reads at most 127 bytes of a #! line; a longer interpreter path keeps spawn as is
+
+
+def _write_launcher() -> str:
+    """The launcher script, removed when this process exits (a child may still be reading it after the
+    block has ended: the kernel hands the path to the interpreter, which opens it a moment later)."""
+    folder = tempfile.mkdtemp(prefix="speechlm-batch-spawn-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    launcher = os.path.join(folder, "python")
+    with open(launcher, "w", encoding="utf-8") as f:
+        f.write(_LAUNCHER.format(python=sys.executable, pdeathsig=_PR_SET_PDEATHSIG))
+    os.chmod(launcher, 0o755)
+    return launcher
+
+
 @contextmanager
 def engine_processes_apart() -> Iterator[None]:
     """Children started inside this block (vLLM's engine core and its workers) leave the caller's group."""
@@ -51,9 +84,13 @@ def engine_processes_apart() -> Iterator[None]:
     multiprocessing.util.register_after_fork(hook, leave_process_group)
     previous = os.environ.get(APART_ENV)
     os.environ[APART_ENV] = "1"
+    previous_exe = multiprocessing.spawn.get_executable()
     try:
+        if len(sys.executable) <= _SHEBANG_MAX:
+            multiprocessing.spawn.set_executable(_write_launcher())
         yield
     finally:
+        multiprocessing.spawn.set_executable(previous_exe)
         if previous is None:
             os.environ.pop(APART_ENV, None)
         else:

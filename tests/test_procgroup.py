@@ -41,7 +41,7 @@ def test_spawned_children_leave_it_through_the_main_module(tmp_path):
     main = tmp_path / "main.py"
     main.write_text(textwrap.dedent(f"""
         import multiprocessing, os
-        import speechlm_batch  # as the CLI's main module: the package, not procgroup itself
+        import speechlm_batch  # noqa: F401  (as the CLI imports it)
 
         def report(queue):
             queue.put(os.getpgid(0) == os.getpid())
@@ -60,3 +60,38 @@ def test_spawned_children_leave_it_through_the_main_module(tmp_path):
     done = subprocess.run([sys.executable, str(main)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "apart"
+
+
+def test_spawned_children_leave_it_when_the_cli_runs_as_python_dash_m(tmp_path):
+    # `python -m pkg`: spawn does not re-import a package's __main__ in the child, so no import-time hook runs
+    # there; the launcher that replaces the spawn executable inside the block must do it.
+    package = tmp_path / "clipkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(textwrap.dedent("""
+        import os
+
+        def report(queue):
+            queue.put(os.getpgid(0) == os.getpid())
+    """))
+    (package / "__main__.py").write_text(textwrap.dedent("""
+        import multiprocessing
+        from clipkg import report
+        from speechlm_batch import procgroup
+
+        if __name__ == "__main__":
+            context = multiprocessing.get_context("spawn")
+            inside, outside = context.Queue(), context.Queue()
+            with procgroup.engine_processes_apart():
+                child = context.Process(target=report, args=(inside,))
+                child.start()
+            after = context.Process(target=report, args=(outside,))  # outside the block: stays in the group
+            after.start()
+            print(inside.get(timeout=60), outside.get(timeout=60), flush=True)
+            child.join(timeout=60)
+            after.join(timeout=60)
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run([sys.executable, "-m", "clipkg"], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from speechlm_batch.errors import EXIT_INTERRUPTED
+from speechlm_batch.metrics import normalize
 from speechlm_batch.outputs import read_predictions
 
 pytestmark = pytest.mark.engine
@@ -119,6 +120,10 @@ def _tail(log: Path, chars: int = 4000) -> str:
     return log.read_text(errors="replace")[-chars:]
 
 
+def _without_text(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "pred_text"}
+
+
 def rows_of(path: Path) -> list[dict]:
     return list(read_predictions(path))
 
@@ -127,7 +132,10 @@ def test_sigkill_then_sigterm_then_complete_loses_and_repeats_nothing(manifests_
     manifest = tmp_path / "asterisk32.jsonl"
     ids = write_manifest(manifest, manifests_dir)
     assert len(ids) == N_ROWS
-    common = ["--model", "whisper-tiny.en", "--kv-cache-gib", "0.25", "--window", str(WINDOW)]
+    # At most one window in the engine at once (max in flight = max(window, max_num_seqs)): a stop after the first
+    # window leaves rows unsubmitted however fast the machine is (with vLLM's default every row was in flight).
+    common = ["--model", "whisper-tiny.en", "--kv-cache-gib", "0.25", "--window", str(WINDOW),
+              "--max-num-seqs", str(WINDOW)]
     out = tmp_path / "out"
     args = ["transcribe", str(manifest), "--output-dir", str(out), *common]
     predictions = out / "predictions.jsonl"
@@ -145,6 +153,9 @@ def test_sigkill_then_sigterm_then_complete_loses_and_repeats_nothing(manifests_
     proc = start(args, log)
     wait_until_lines(proc, predictions, WINDOW, log)
     engine_processes = children_of(proc.pid)
+    # vLLM's engine core left the CLI's group (multiprocessing's resource tracker, which ignores SIGINT and
+    # SIGTERM, may stay in it): a group Ctrl-C reaches the CLI only, which then stops the engine itself.
+    assert [p for p in engine_processes if os.getpgid(p) != proc.pid], "the engine core is in the CLI's group"
     _kill_group(proc)
     assert proc.returncode == -signal.SIGKILL
     assert not wait_gone(engine_processes), "vLLM's engine core outlived the killed CLI"
@@ -167,7 +178,7 @@ def test_sigkill_then_sigterm_then_complete_loses_and_repeats_nothing(manifests_
     assert TORN not in predictions.read_bytes()  # cut off by the resume
     assert not (out / "predictions.done.json").exists()
     after_term = rows_of(predictions)
-    assert killed_at < len(after_term) <= N_ROWS
+    assert killed_at < len(after_term) < N_ROWS, "the stop came after every row was submitted"
     assert len(after_term) >= at_signal  # nothing written before the signal was lost
 
     # 4. The rerun completes: each row once, as the uninterrupted run transcribed it.
@@ -180,9 +191,13 @@ def test_sigkill_then_sigterm_then_complete_loses_and_repeats_nothing(manifests_
     by_id = {r["_id"]: r for r in rows}
     assert all(by_id[r["_id"]] == r for r in after_term)  # earlier rows were kept, not redone
     assert [r["_position"] for r in rows] == list(range(N_ROWS))  # in input order once complete
-    assert predictions.read_bytes() == (ref_dir / "predictions.jsonl").read_bytes()
+    # The same rows, keys and order as the uninterrupted run's file; texts compared normalized: the CPU's fp32
+    # kernels round differently for another batch composition, and a resumed run batches its rows differently
+    # (seen in CI: "... will be exactly." once, "... will be exactly" once).
+    ref_rows = rows_of(ref_dir / "predictions.jsonl")
+    assert [_without_text(r) for r in rows] == [_without_text(r) for r in ref_rows]
     mismatched = {r["_id"]: (r["pred_text"], reference[r["_id"]])
-                  for r in rows if r["pred_text"] != reference[r["_id"]]}
+                  for r in rows if normalize(r["pred_text"]) != normalize(reference[r["_id"]])}
     assert not mismatched
     done_marker = json.loads((out / "predictions.done.json").read_text())
     assert done_marker["rows_written"] == N_ROWS
