@@ -62,6 +62,62 @@ def _decoder_ids(engine_input: Any) -> list[int] | None:
     return list(ids) if ids is not None else None
 
 
+def transfer_cost(renderer: Any, adapter: Any, pieces: list[Any]) -> dict[str, dict[str, float]]:
+    """A rendered row's trip from a worker to the main process: pickling (worker) and unpickling (the main
+    process, which also feeds the engine), with torch's own tensor pickling and with the pool's (arrays)."""
+    import pickle
+
+    from speechlm_batch import frontend
+
+    rows = [frontend.PreparedRow(None, 1.0, 1, (), (frontend.PreparedPiece(0, len(p.samples), renderer.render(adapter.request(p))),))
+            for p in pieces]
+    ways = {"torch pickling": (lambda r: pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL), pickle.loads),
+            "arrays (the pool)": (frontend.dumps, frontend.loads)}
+    out = {}
+    for name, (dumps, loads) in ways.items():
+        start = time.perf_counter()
+        payloads = [dumps(r) for r in rows]
+        dumps_s = time.perf_counter() - start
+        start = time.perf_counter()
+        back = [loads(b) for b in payloads]
+        loads_s = time.perf_counter() - start
+        _same_features(rows[0], back[0])
+        out[name] = {"dumps_ms": 1000 * dumps_s / len(rows), "loads_ms": 1000 * loads_s / len(rows),
+                     "kib_per_clip": sum(map(len, payloads)) / len(rows) / 1024}
+    return out
+
+
+def _same_features(a: Any, b: Any) -> None:
+    """The row that came back holds the same tensors (a transfer that changed them would change transcripts)."""
+    import torch
+
+    def tensors(x: Any) -> list[Any]:
+        found: list[Any] = []
+        seen: set[int] = set()
+
+        def walk(v: Any) -> None:
+            if id(v) in seen:
+                return
+            seen.add(id(v))
+            if isinstance(v, torch.Tensor):
+                found.append(v)
+            elif isinstance(v, Mapping):
+                for w in v.values():
+                    walk(w)
+            elif isinstance(v, list | tuple):
+                for w in v:
+                    walk(w)
+            elif hasattr(v, "__dict__") or hasattr(v, "__slots__"):
+                for name in getattr(v, "__slots__", ()) or vars(v):
+                    walk(getattr(v, name, None))
+
+        walk(x)
+        return found
+
+    ta, tb = tensors(a), tensors(b)
+    assert ta and len(ta) == len(tb) and all(torch.equal(x, y) and x.dtype == y.dtype for x, y in zip(ta, tb)), "transfer changed the features"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.render_cost", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="whisper-base")
@@ -106,6 +162,11 @@ def main(argv: list[str] | None = None) -> None:
             results[f"{name}, log-mel on {device}"]["decoder_ids"] = _decoder_ids(outs[0].engine_input)
     for key, value in results.items():
         print(f"{key:32s} {value['ms_per_clip']:8.3f} ms a clip  decoder ids {value['decoder_ids']}")
+    results["transfer"] = transfer_cost(renderer, frontend.build_worker_adapter(
+        frontend.FrontendConfig(kwargs, DecodeSettings(), "cpu", cpu), renderer), pieces)
+    for key, value in results["transfer"].items():
+        print(f"transfer, {key:22s} pickle {value['dumps_ms']:7.3f} ms  unpickle {value['loads_ms']:7.3f} ms a clip"
+              f"  ({value['kib_per_clip']:.0f} KiB)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

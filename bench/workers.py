@@ -308,6 +308,7 @@ def _end_to_end(engine, adapter, run, corpus: Corpus, out_dir: Path, model: str,
 def _stats(stats: Any, front_end_s: float) -> dict[str, Any]:
     return {"front_end_s": front_end_s, "rows": stats.rows, "rows_failed": stats.rows_failed, "decode_s": stats.decode_s,
             "render_s": stats.render_s, "frontend_workers": stats.frontend_workers, "frontend_replaced": stats.frontend_replaced,
+            "frontend_wait_s": stats.frontend_wait_s, "frontend_receive_s": stats.frontend_receive_s,
             "engine_busy_s": stats.engine_s, "write_s": stats.write_s, "loop_wall_s": stats.wall_s}
 
 

@@ -16,11 +16,14 @@ place and the run goes on.
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing as mp
 import os
 import pickle
 import queue
 import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -220,9 +223,46 @@ def worker_main(config: FrontendConfig, tasks: Any, results: Any, slot: int) -> 
             prepared = prepare_row(item, adapter, render)
         except Exception as e:  # a bug on one row must cost that row only
             prepared = PreparedRow(RowError(ErrorKind.FRONTEND, f"{item.audio_filepath}: {type(e).__name__}: {e}"))
-        # Pickled here by value: through the queue's own pickler torch tensors would travel as shared-memory
-        # file descriptors, one per tensor in flight, and thousands of rows ahead exhaust the fd limit.
-        results.put(("done", slot, task_id, pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)))
+        results.put(("done", slot, task_id, dumps(prepared)))
+
+
+# --------------------------------------------------------------------------------------- between the two
+
+
+class _ArrayPickler(pickle.Pickler):
+    """Tensors as numpy arrays: raw bytes in the pickle, rebuilt without a copy.
+
+    The queue's own pickler would send torch tensors as shared-memory file descriptors, one per tensor in flight
+    (thousands of rows ahead exhaust the fd limit); plain pickle writes each tensor's storage with torch.save
+    and reads it back with torch.load, which cost the main process, the one that also feeds the engine, more
+    than the engine's own add_request per clip (bench/render_cost.py).
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is None or type(obj) is not torch.Tensor or obj.device.type != "cpu" or obj.requires_grad:
+            return NotImplemented
+        if obj.dtype == torch.bfloat16:  # numpy has no bfloat16: its bits travel as int16
+            return _tensor_from_array, (obj.contiguous().view(torch.int16).numpy(), "bfloat16")
+        return _tensor_from_array, (obj.contiguous().numpy(), None)
+
+
+def _tensor_from_array(array: Any, view_as: str | None) -> Any:
+    import torch
+
+    tensor = torch.from_numpy(array)
+    return tensor.view(getattr(torch, view_as)) if view_as else tensor
+
+
+def dumps(prepared: PreparedRow) -> bytes:
+    """A prepared row as bytes for the results queue (tensors by value, as numpy arrays)."""
+    buffer = io.BytesIO()
+    _ArrayPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(prepared)
+    return buffer.getvalue()
+
+
+def loads(payload: bytes) -> PreparedRow:
+    return pickle.loads(payload)
 
 
 # ------------------------------------------------------------------------------------------------ main side
@@ -265,11 +305,22 @@ class FrontendPool:
         self.ready_timeout_s = ready_timeout_s
         self._ctx = mp.get_context("spawn")  # never fork a process that holds vLLM's engine client
         self._results = self._ctx.Queue()
+        # A thread moves results out of the pipe as they arrive. Without it the pipe (64 KiB) fills and the
+        # workers' sends wait until the main process collects, so every row's log-mel crossed the pipe while
+        # the main process, the one that also feeds the engine, did nothing else.
+        self._inbox: queue.Queue = queue.Queue()
+        self._reader: threading.Thread | None = None
+        self._closing = threading.Event()
         self._workers: dict[int, _Worker] = {}
         self._done: dict[int, PreparedRow] = {}
         self._next_task = 0
         self._next_slot = 0
         self.replaced = 0  # workers that died or hung and were replaced
+        # Where the main process's time goes in the pool: blocked on the results queue (workers not done yet,
+        # or the pipe's transfer), and unpickling what came. Their sum beside the engine's busy time shows
+        # whether the workers or the engine bound a run.
+        self.wait_s = 0.0
+        self.receive_s = 0.0
 
     def __enter__(self) -> FrontendPool:
         self.start()
@@ -279,6 +330,8 @@ class FrontendPool:
         self.close()
 
     def start(self) -> None:
+        self._reader = threading.Thread(target=self._read_results, name="frontend-results", daemon=True)
+        self._reader.start()
         for _ in range(self.size):
             self._spawn()
         self._wait_ready(set(self._workers))
@@ -302,11 +355,14 @@ class FrontendPool:
         """Wait for these tasks; rows of a worker that died or hung come back as `frontend` errors."""
         wanted = [t for t in task_ids]
         while any(t not in self._done for t in wanted):
+            start = time.perf_counter()
             try:
-                kind, slot, task_id, payload = self._results.get(timeout=POLL_S)
+                kind, slot, task_id, payload = self._inbox.get(timeout=POLL_S)
             except queue.Empty:
                 self._check_workers()
                 continue
+            finally:
+                self.wait_s += time.perf_counter() - start
             self._receive(kind, slot, task_id, payload)
         return {t: self._done.pop(t) for t in wanted}
 
@@ -321,6 +377,18 @@ class FrontendPool:
                 worker.process.kill()
                 worker.process.join(5.0)
         self._workers.clear()
+        self._closing.set()
+        if self._reader is not None:
+            self._reader.join(POLL_S + 1.0)
+
+    def _read_results(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self._inbox.put(self._results.get(timeout=POLL_S))
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):  # the queue was closed under us: nothing more can come
+                return
 
     @property
     def pids(self) -> list[int]:
@@ -346,7 +414,7 @@ class FrontendPool:
         waiting = set(slots)
         while waiting:
             try:
-                kind, slot, task_id, payload = self._results.get(timeout=POLL_S)
+                kind, slot, task_id, payload = self._inbox.get(timeout=POLL_S)
             except queue.Empty:
                 dead = [s for s in waiting if not self._workers[s].process.is_alive()]
                 if dead or time.monotonic() > deadline:
@@ -366,7 +434,9 @@ class FrontendPool:
         if kind != "done" or worker is None or task_id not in worker.held:
             return  # late news from a worker already replaced: its rows were failed
         worker.held.pop(task_id)
-        self._done[task_id] = pickle.loads(payload)
+        start = time.perf_counter()
+        self._done[task_id] = loads(payload)
+        self.receive_s += time.perf_counter() - start
 
     def _check_workers(self) -> None:
         now = time.monotonic()

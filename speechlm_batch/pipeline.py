@@ -48,6 +48,8 @@ class LoopStats:
     render_s: float = 0.0  # summed over front-end workers (0 in-process: rendering is inside engine_s)
     frontend_workers: int = 0
     frontend_replaced: int = 0  # front-end workers that died or hung (their rows failed) and were replaced
+    frontend_wait_s: float = 0.0  # this process blocked on the workers' results (includes the pipe's transfer)
+    frontend_receive_s: float = 0.0  # this process unpickling the workers' results
     engine_s: float = 0.0
     write_s: float = 0.0
     wall_s: float = 0.0
@@ -98,7 +100,7 @@ def run(
                 stack.callback(pool.close)
         stats.frontend_workers = pool.size if pool is not None else 0
         if pool is not None:
-            replaced_before = pool.replaced
+            replaced_before, wait_before, receive_before = pool.replaced, pool.wait_s, pool.receive_s
             requests = _pool_requests(items, settings, pool, assembler, stats, stop)
         else:
             threads = ThreadPoolExecutor(max_workers=max(1, settings.decode_workers), thread_name_prefix="decode")
@@ -118,6 +120,8 @@ def run(
             # step): the rows it finished are written, the rows in flight are redone by the rerun.
         if pool is not None:
             stats.frontend_replaced = pool.replaced - replaced_before
+            stats.frontend_wait_s = pool.wait_s - wait_before
+            stats.frontend_receive_s = pool.receive_s - receive_before
     _flush(assembler, sink, stats, on_rows)
     stats.engine_s = engine.busy_s - busy_before
     stats.wall_s = time.perf_counter() - start

@@ -86,3 +86,29 @@ def test_assembler_opens_prepared_rows_like_decoded_ones():
     asm.complete(Completion(("u0", 0), " a ", 1))
     asm.complete(Completion(("u0", 2), "b", 1))
     assert asm.finished[-1].pred_text == "a b" and asm.finished[-1].audio_s == 40.0
+
+
+def test_prepared_rows_cross_the_queue_with_their_tensors_unchanged():
+    import torch
+
+    features = torch.arange(80 * 30, dtype=torch.float32).reshape(80, 30) / 7
+    tensors = {
+        "fp32": features,
+        "fp16": features.half(),
+        "bf16": features.bfloat16(),  # numpy has no bfloat16: travels as its bits
+        "strided": features.t(),  # not contiguous
+        "ids": torch.tensor([50258, 50259, 50359, 50363]),
+    }
+    engine_input = {"encoder": {"mm_kwargs": tensors}, "decoder_prompt": {"prompt_token_ids": [1, 2]}}
+    piece = frontend.PreparedPiece(0, 16000, frontend.RenderedRequest(engine_input, 200))
+    row = frontend.PreparedRow(None, 1.0, 1, (), (piece,))
+
+    back = frontend.loads(frontend.dumps(row))
+
+    got = back.pieces[0].request.engine_input["encoder"]["mm_kwargs"]
+    assert set(got) == set(tensors)
+    for name, tensor in tensors.items():
+        assert type(got[name]) is torch.Tensor and got[name].dtype == tensor.dtype, name
+        assert torch.equal(got[name], tensor), name
+    assert back.pieces[0].request.engine_input["decoder_prompt"] == {"prompt_token_ids": [1, 2]}
+    got["fp32"] += 1  # rebuilt tensors are writable (the engine's processor may work in place)
