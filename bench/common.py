@@ -171,6 +171,12 @@ def device_name(device: str) -> str:
     return f"CPU: {model} ({os.cpu_count()} cores)"
 
 
+def e2e_variant(phase: str) -> tuple[int, str]:
+    """An end-to-end variant's pool: "e2e@12:cpu" -> (12 workers, log-mel on "cpu"); the device defaults to cuda."""
+    workers, _, device = phase.removeprefix("e2e@").partition(":")
+    return int(workers), device or "cuda"
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import Row, TreeSampler, device_name, versions, write_json
+from bench.common import Row, TreeSampler, device_name, e2e_variant, versions, write_json
 from bench.corpus import Corpus, prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +55,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frontend-workers", type=int, help="speechlm-batch rows: front-end worker processes "
                    "(default: the product's choice for the machine); row e2e0 always runs them in-process")
     p.add_argument("--features-device", choices=("cpu", "cuda"), help="speechlm-batch rows: where the log-mel is computed")
+    p.add_argument("--e2e-variants", default="", help="more end-to-end rows on the same engine, WORKERS:DEVICE each "
+                   "(e.g. 12:cpu,8:cuda): front-end pools of other sizes, measured in one call")
+    p.add_argument("--sample-stacks", action="store_true", help="end-to-end rows: sample the main thread's stack "
+                   "every 5 ms and report where its time goes (results.json, the row's main_thread_stacks)")
     p.add_argument("--ct2-types", default="int8,float32")
     p.add_argument("--ct2-batch", type=int, default=16)
     p.add_argument("--ct2-python", default=os.environ.get("BENCH_CT2_PYTHON", str(REPO / "bench" / ".venv-ct2" / "bin" / "python")))
@@ -218,7 +222,7 @@ class Bench:
 
     def vllm(self, phases: list[str]) -> None:
         job = self._vllm_job()
-        job.update(kind="vllm", phases=phases)
+        job.update(kind="vllm", phases=phases, sample_stacks=self.args.sample_stacks)
         env = _vllm_env(self.args.engine_threads, spawn=self.cuda)
         result = self.child("vllm", [sys.executable, "-m", "bench.workers"], job, env)
         names = {"naive": ("vLLM LLM.generate, one call (naive)", "vllm-naive"),
@@ -226,6 +230,10 @@ class Bench:
                  "engine": ("speechlm-batch engine-only (pre-decoded)", report.SB),
                  "e2e0": ("speechlm-batch end to end, front end in-process", report.SB),
                  "e2e": (f"speechlm-batch end to end, {self._workers_label(job)}", report.SB)}
+        for phase in phases:
+            if phase.startswith("e2e@"):
+                workers, device = e2e_variant(phase)
+                names[phase] = (f"speechlm-batch end to end, {workers} front-end workers (log-mel on {device})", report.SB)
         self.to_rows(result, names, self._vllm_config(job))
         for row in self.rows:
             if row.engine == "vllm-naive":
@@ -310,6 +318,7 @@ class Bench:
                               every=a.every, workers=max(2, os.cpu_count() or 1))
         print(f"corpus: {len(self.corpus.clips)} clips, {self.corpus.audio_s / 3600:.3f} h", flush=True)
         phases = [p for p in ("naive", "ceiling", "engine", "e2e0", "e2e") if p in wanted]
+        phases += [f"e2e@{v}" for v in a.e2e_variants.split(",") if v]
         steps = [("hf" in wanted, self.transformers), ("hfc" in wanted, self.transformers_compiled),
                  ("ct2" in wanted, self.faster_whisper),
                  (bool(phases), lambda: self.vllm(phases)), ("multi" in wanted and a.engines > 1, lambda: self.multi(a.engines))]

@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=1)
     p.add_argument("--max-clip-s", type=float, default=30.0)
     p.add_argument("--api-server-counts", default="1,4", help="one server row per value")
+    p.add_argument("--skip-offline", action="store_true", help="server rows only (the offline row measured elsewhere)")
     p.add_argument("--concurrency", type=int, default=256, help="requests in flight per server")
     p.add_argument("--engine-args", default="", help="transcribe options for every row, e.g. '--max-num-seqs 512'")
     p.add_argument("--work", type=Path, default=Path("/tmp/speechlm-batch-bench-server"))
@@ -104,17 +105,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     corpus = prepare(args.manifest, args.work / "corpus", replicas=args.replicas, max_clip_s=args.max_clip_s,
                      every=args.every, workers=4)
-    rows = [run_row("offline engine", row_command(args, corpus.manifest, args.out / "offline", None),
-                    args.out / "offline", args.timeout_s)]
+    rows = [] if args.skip_offline else [
+        run_row("offline engine", row_command(args, corpus.manifest, args.out / "offline", None), args.out / "offline",
+                args.timeout_s)]
+    save(args, corpus, rows)
     for count in (int(c) for c in args.api_server_counts.split(",") if c):
         name = f"--launch-server, {count} API server{'s' * (count > 1)}, concurrency {args.concurrency}"
         out = args.out / f"server-{count}"
         rows.append(run_row(name, row_command(args, corpus.manifest, out, count), out, args.timeout_s))
+        save(args, corpus, rows)  # after every row: a call cut short by its time limit keeps the rows it finished
+    print(markdown(rows))
+
+
+def save(args: argparse.Namespace, corpus: Any, rows: list[dict[str, Any]]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"model": args.model, "clips": len(corpus.clips), "audio_s": corpus.audio_s, "rows": rows}
     (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(rows))
-    print(markdown(rows))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import e2e_variant
 from bench.corpus import SAMPLE_RATE, Corpus
 
 NAIVE_MAX_TOKENS = 200  # what the published anchors used for the plain LLM.generate and transformers runs
@@ -203,15 +204,75 @@ def run_vllm(job: dict[str, Any]) -> dict[str, Any]:
         elif name == "ceiling":
             pipeline.warmup(engine, adapter)
             phases.append(_ceiling(engine, adapter, run, corpus))
-        elif name in ("e2e", "e2e0"):  # e2e0: the front end in this process (--frontend-workers 0)
+        elif name in ("e2e", "e2e0") or name.startswith("e2e@"):  # e2e0: the front end in this process
             pipeline.warmup(engine, adapter)
-            phase_run = replace(run, frontend_workers=0) if name == "e2e0" else run
-            phase = _end_to_end(engine, adapter, phase_run, corpus, Path(job["work"]) / name, job["model"])
+            phase_run = _phase_run(run, name)
+            with StackSampler(enabled=bool(job.get("sample_stacks"))) as stacks:
+                phase = _end_to_end(engine, adapter, phase_run, corpus, Path(job["work"]) / name.replace(":", "-"),
+                                    job["model"])
+            if stacks.enabled:
+                phase["extra"]["main_thread_stacks"] = stacks.top()
+                print(f"bench: {name} main thread: " + json.dumps(stacks.top(8)), flush=True)
             phase["name"] = name
             phases.append(phase)
         print(f"bench: phase {name} done in {phases[-1]['wall_s']:.1f} s", flush=True)
     engine.shutdown()
     return {"load_s": engine.load_s, "phases": phases, "engine_kwargs": _jsonable(engine.kwargs)}
+
+
+def _phase_run(run: Any, name: str) -> Any:
+    """The run settings of an end-to-end phase: e2e0 in-process, "e2e@12:cpu" 12 workers with log-mel on the CPU."""
+    if name == "e2e0":
+        return replace(run, frontend_workers=0)
+    if name.startswith("e2e@"):
+        workers, device = e2e_variant(name)
+        return replace(run, frontend_workers=workers, features_device=device)
+    return run
+
+
+class StackSampler:
+    """Where the main thread's time goes: its innermost frames, sampled every `interval_s` from a thread.
+
+    A sample is the main thread's three innermost frames (module:function); `top` gives each stack's share of
+    the samples. Coarse (the sampler needs the GIL to look), but enough to tell waiting on the front end from
+    adding requests, stepping the engine or writing rows.
+    """
+
+    def __init__(self, enabled: bool, interval_s: float = 0.005) -> None:
+        import threading
+
+        self.enabled = enabled
+        self.interval_s = interval_s
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True) if enabled else None
+        self._main = threading.main_thread().ident
+
+    def __enter__(self) -> StackSampler:
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            frame = sys._current_frames().get(self._main)
+            names = []
+            while frame is not None and len(names) < 3:
+                module = frame.f_globals.get("__name__", "?")
+                names.append(f"{module}:{frame.f_code.co_name}")
+                frame = frame.f_back
+            key = " < ".join(names)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def top(self, n: int = 20) -> list[tuple[str, float]]:
+        total = sum(self.counts.values()) or 1
+        ranked = sorted(self.counts.items(), key=lambda kv: -kv[1])[:n]
+        return [(key, round(count / total, 4)) for key, count in ranked]
 
 
 def _naive(llm: Any, adapter: Any, corpus: Corpus) -> dict[str, Any]:

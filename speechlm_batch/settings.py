@@ -25,8 +25,9 @@ CPU_KV_CACHE_GIB = 2.0  # on CPU vLLM otherwise reserves a share of system RAM
 # 15 % faster, and two engines on two GPUs scaled 1.80x instead of 0.82x (2x H200, docs/benchmarks.md).
 GPU_HOST_THREADS = 4
 # Front-end worker processes when --frontend-workers is not given, on a GPU machine (CPU builds: 0, the
-# in-process path). An H200 prototype peaked at 6 workers computing the log-mel on the GPU: each worker is
-# one more CUDA context time-slicing the GPU (docs/benchmarks.md).
+# in-process path). Each worker is one more CUDA context time-slicing the GPU. On an H200 with 16 cores, 6 and
+# 10 workers computing the log-mel on the GPU were within the run-to-run noise (each won one of two calls);
+# 12 on the CPU were slower (docs/benchmarks.md). 6 holds less memory.
 GPU_FRONTEND_WORKERS_MAX = 6
 
 
