@@ -171,10 +171,24 @@ def device_name(device: str) -> str:
     return f"CPU: {model} ({os.cpu_count()} cores)"
 
 
-def e2e_variant(phase: str) -> tuple[int, str]:
-    """An end-to-end variant's pool: "e2e@12:cpu" -> (12 workers, log-mel on "cpu"); the device defaults to cuda."""
-    workers, _, device = phase.removeprefix("e2e@").partition(":")
-    return int(workers), device or "cuda"
+@dataclass(frozen=True)
+class E2EVariant:
+    """An end-to-end variant's pool: "e2e@12:cpu" = 12 workers, log-mel on the CPU; "e2e@6:cuda:full" = 6 workers
+    sending all 3,000 log-mel frames (--full-features). The device defaults to cuda, trimming to on."""
+
+    workers: int
+    device: str = "cuda"
+    trim_features: bool = True
+
+    @classmethod
+    def parse(cls, phase: str) -> E2EVariant:
+        workers, device, *rest = phase.removeprefix("e2e@").split(":") + [""]
+        return cls(int(workers), device or "cuda", "full" not in rest)
+
+    @property
+    def label(self) -> str:
+        frames = "" if self.trim_features else ", all 3,000 frames sent"
+        return f"{self.workers} front-end workers (log-mel on {self.device}{frames})"
 
 
 def write_json(path: Path, data: Any) -> None:

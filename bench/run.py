@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import Row, TreeSampler, device_name, e2e_variant, versions, write_json
+from bench.common import E2EVariant, Row, TreeSampler, device_name, versions, write_json
 from bench.corpus import Corpus, prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frontend-workers", type=int, help="speechlm-batch rows: front-end worker processes "
                    "(default: the product's choice for the machine); row e2e0 always runs them in-process")
     p.add_argument("--features-device", choices=("cpu", "cuda"), help="speechlm-batch rows: where the log-mel is computed")
-    p.add_argument("--e2e-variants", default="", help="more end-to-end rows on the same engine, WORKERS:DEVICE each "
-                   "(e.g. 12:cpu,8:cuda): front-end pools of other sizes, measured in one call")
+    p.add_argument("--e2e-variants", default="", help="more end-to-end rows on the same engine, WORKERS:DEVICE[:full] "
+                   "each (e.g. 12:cpu,8:cuda,6:cuda:full; full: all 3,000 log-mel frames sent, as --full-features): "
+                   "front-end pools of other sizes, measured in one call")
     p.add_argument("--sample-stacks", action="store_true", help="end-to-end rows: sample the main thread's stack "
                    "every 5 ms and report where its time goes (results.json, the row's main_thread_stacks)")
     p.add_argument("--ct2-types", default="int8,float32")
@@ -232,8 +233,7 @@ class Bench:
                  "e2e": (f"speechlm-batch end to end, {self._workers_label(job)}", report.SB)}
         for phase in phases:
             if phase.startswith("e2e@"):
-                workers, device = e2e_variant(phase)
-                names[phase] = (f"speechlm-batch end to end, {workers} front-end workers (log-mel on {device})", report.SB)
+                names[phase] = (f"speechlm-batch end to end, {E2EVariant.parse(phase).label}", report.SB)
         self.to_rows(result, names, self._vllm_config(job))
         for row in self.rows:
             if row.engine == "vllm-naive":

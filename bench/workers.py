@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import e2e_variant
+from bench.common import E2EVariant
 from bench.corpus import SAMPLE_RATE, Corpus
 
 NAIVE_MAX_TOKENS = 200  # what the published anchors used for the plain LLM.generate and transformers runs
@@ -225,8 +225,9 @@ def _phase_run(run: Any, name: str) -> Any:
     if name == "e2e0":
         return replace(run, frontend_workers=0)
     if name.startswith("e2e@"):
-        workers, device = e2e_variant(name)
-        return replace(run, frontend_workers=workers, features_device=device)
+        variant = E2EVariant.parse(name)
+        return replace(run, frontend_workers=variant.workers, features_device=variant.device,
+                       full_features=not variant.trim_features)
     return run
 
 
@@ -292,13 +293,15 @@ def _naive(llm: Any, adapter: Any, corpus: Corpus) -> dict[str, Any]:
 
 def _ceiling(engine: Any, adapter: Any, run: Any, corpus: Corpus) -> dict[str, Any]:
     """The engine alone: every clip rendered (by the front-end pool, untimed), then all added and stepped."""
-    from speechlm_batch import frontend
+    from speechlm_batch import frontend, whisper_features
     from speechlm_batch.types import Utterance
 
     audio = [np.array(a) for a in corpus.audio()]
     items = [Utterance(c.id, i, c.path, {}, audio=(audio[i], SAMPLE_RATE)) for i, c in enumerate(corpus.clips)]
     workers = frontend.worker_count(run, engine.info.accelerator == "cpu") or 2
-    config = frontend.FrontendConfig(dict(engine.kwargs), run.decode, run.features_device, engine.info.accelerator == "cpu")
+    trim = not run.full_features and whisper_features.accepts_trimmed(engine.kwargs)  # as the product's pool does
+    config = frontend.FrontendConfig(dict(engine.kwargs), run.decode, run.features_device,
+                                     engine.info.accelerator == "cpu", trim)
     render0 = time.perf_counter()
     with frontend.FrontendPool(config, workers) as pool:
         prepared = pool.collect([pool.submit(item) for item in items])

@@ -9,6 +9,7 @@ window's slowest request finishes.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from speechlm_batch import nemo_plugin, procgroup
+from speechlm_batch import nemo_plugin, procgroup, whisper_features
 from speechlm_batch.adapters.base import EngineRequest, ModelInfo
 from speechlm_batch.errors import EngineError
 from speechlm_batch.frontend import RenderedRequest
@@ -141,6 +142,15 @@ def timestamp_processor_kwargs(model_path: str) -> dict[str, Any]:
     return {"logits_processors": [QUALNAME]}
 
 
+def trimmed_features_kwargs(model_path: str) -> dict[str, Any]:
+    """vLLM's Whisper swapped for one that restores log-mels trimmed by front-end workers (whisper_features.py).
+    Call after `prepare_environment`: it imports vLLM."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    architectures = list(_checkpoint_config(model_path).get("architectures") or ())
+    return whisper_features.trimming_engine_kwargs(architectures, {f.name for f in dataclasses.fields(EngineArgs)})
+
+
 def llm_kwargs(settings: EngineSettings, model_path: str, cpu: bool) -> dict[str, Any]:
     """Arguments for `vllm.LLM`; unset options keep vLLM's own defaults."""
     kwargs: dict[str, Any] = {
@@ -194,6 +204,7 @@ class Engine:
         except ImportError as e:
             raise EngineError(f"vLLM is not importable: {e}", hint="install the [cpu] or [gpu] extra") from e
         kwargs.update(timestamp_processor_kwargs(model_path))
+        kwargs.update(trimmed_features_kwargs(model_path))
         try:
             with procgroup.engine_processes_apart():  # a Ctrl-C to the CLI's group must not kill the engine
                 llm = LLM(**kwargs)

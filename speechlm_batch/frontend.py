@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from speechlm_batch import whisper_features
 from speechlm_batch.adapters.base import EngineRequest, ModelAdapter
 from speechlm_batch.settings import GPU_FRONTEND_WORKERS_MAX, GPU_HOST_THREADS, DecodeSettings, RunSettings
 from speechlm_batch.types import BadRow, ErrorKind, RowError, Utterance
@@ -86,6 +87,7 @@ class FrontendConfig:
     decode: DecodeSettings
     features_device: str | None
     cpu: bool
+    trim_features: bool = False  # Whisper: log-mels sent without their padding frames (whisper_features.py)
 
 
 def worker_count(settings: RunSettings, cpu: bool, cores: int | None = None) -> int:
@@ -114,7 +116,9 @@ def start_pool(engine: Any, settings: RunSettings) -> FrontendPool | None:
     workers = worker_count(settings, cpu)
     if not workers:
         return None
-    pool = FrontendPool(FrontendConfig(dict(engine.kwargs), settings.decode, settings.features_device, cpu), workers)
+    trim = not settings.full_features and whisper_features.accepts_trimmed(engine.kwargs)
+    config = FrontendConfig(dict(engine.kwargs), settings.decode, settings.features_device, cpu, trim)
+    pool = FrontendPool(config, workers)
     try:
         pool.start()
     except BaseException:
@@ -129,7 +133,7 @@ def start_pool(engine: Any, settings: RunSettings) -> FrontendPool | None:
 class Renderer:
     """vLLM's renderer for the engine's config, built in the worker (never in the engine's process)."""
 
-    def __init__(self, engine_kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, engine_kwargs: Mapping[str, Any], trim_features: bool = False) -> None:
         from vllm.engine.arg_utils import EngineArgs
         from vllm.renderers.inputs.preprocess import parse_model_prompt
         from vllm.renderers.registry import renderer_from_config
@@ -138,12 +142,15 @@ class Renderer:
         self.model_config = self.config.model_config
         self.renderer = renderer_from_config(self.config)
         self._parse = parse_model_prompt
+        self.trim_features = trim_features
 
     def render(self, request: EngineRequest) -> RenderedRequest:
         kwargs = dict(request.processor_kwargs)
         extras = {"mm_processor_kwargs": kwargs} if kwargs else None
         parsed = self._parse(self.model_config, dict(request.prompt))
         (engine_input,) = self.renderer.render_cmpl([parsed], self.renderer.default_cmpl_tok_params, prompt_extras=extras)
+        if self.trim_features:
+            engine_input = whisper_features.trim_rendered(engine_input, self.model_config.dtype)
         return RenderedRequest(engine_input, request.max_tokens, dict(request.sampling))
 
     @property
@@ -204,7 +211,7 @@ def worker_main(config: FrontendConfig, tasks: Any, results: Any, slot: int) -> 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _limit_threads()
     try:
-        renderer = Renderer(config.engine_kwargs)
+        renderer = Renderer(config.engine_kwargs, config.trim_features)
         adapter = build_worker_adapter(config, renderer)
         render = renderer.render  # decoder prompts as token ids did not pay (bench/render_cost.py)
     except BaseException as e:  # the main process turns this into a run failure with the reason

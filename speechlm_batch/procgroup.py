@@ -42,6 +42,14 @@ def leave_process_group(_hook: object | None = None) -> None:
         os.setpgid(0, 0)
     except OSError:  # a session leader, or a platform without process groups: nothing to leave
         pass
+    sigterm_on_parent_death()
+
+
+def sigterm_on_parent_death() -> None:
+    """Ask the kernel for SIGTERM when the parent dies, even by SIGKILL (when its cleanup cannot run).
+
+    The kernel means the parent *thread*: call it in a child started from a thread that outlives the child.
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)

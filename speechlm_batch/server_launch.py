@@ -3,7 +3,8 @@
 The server gets the engine settings the offline path would use (`engine.llm_kwargs` turned into `vllm serve`
 flags, the same environment from `engine.prepare_environment`), `--api-server-count`, then `--serve-args`
 (which win, being last). It listens on 127.0.0.1 on a free port, in its own process group, so stopping it
-(SIGTERM, then SIGKILL after `SHUTDOWN_TIMEOUT_S`) takes its engine-core and worker processes with it. It
+(SIGTERM, then SIGKILL after `SHUTDOWN_TIMEOUT_S`) takes its engine-core and worker processes with it; if the
+CLI is killed before it can stop the server, the kernel sends the server SIGTERM (PR_SET_PDEATHSIG). It
 inherits the run's vLLM logging configuration (logs.py), so its log lines land in the run's log file; what
 it prints otherwise goes to OUTPUT_DIR/logs/server.log.
 
@@ -27,12 +28,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
 from speechlm_batch import engine as engine_mod
-from speechlm_batch import nemo_plugin
+from speechlm_batch import nemo_plugin, procgroup
 from speechlm_batch.errors import EngineError
 from speechlm_batch.models.store import ALIASES, resolve_model
 from speechlm_batch.settings import EngineSettings, RunSettings
@@ -135,7 +136,7 @@ def launch(
     log_path = log_dir / "server.log"
     start = time.perf_counter()
     with log_path.open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = start_detached(command, log, env)
     server = LaunchedServer(f"http://{HOST}:{port}", process, command, changes, log_path)
     try:
         _wait_healthy(server, timeout_s)
@@ -144,6 +145,21 @@ def launch(
         raise
     server.start_s = time.perf_counter() - start
     return server
+
+
+def start_detached(command: list[str], log: IO[bytes], env: dict[str, str]) -> subprocess.Popen:
+    """`command` in a session of its own (signals for the CLI's group pass it by; `stop` ends its group), and
+    SIGTERMed by the kernel if the CLI dies without stopping it: a `kill -9` of the CLI otherwise left the
+    server holding the GPU (an H200 bench run lost a row to a survivor's 18 GiB)."""
+    parent = os.getpid()
+
+    def in_child() -> None:  # after fork, before exec
+        procgroup.sigterm_on_parent_death()
+        if os.getppid() != parent:  # the CLI died before the request took effect
+            os._exit(1)
+
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=in_child)
 
 
 def _with_engine(settings: RunSettings, engine_settings: EngineSettings) -> RunSettings:

@@ -101,6 +101,9 @@ class RunSettings:
     # None: chosen from the machine (0 on CPU builds, up to GPU_FRONTEND_WORKERS_MAX on GPUs); 0: in-process.
     frontend_workers: int | None = None
     features_device: str | None = None  # "cpu" | "cuda": where the log-mel is computed; None: the adapter's choice
+    # Whisper through front-end workers: log-mels cross without their 30 s padding, restored bit for bit in
+    # the engine (speechlm_batch.whisper_features). True sends every frame, as vLLM's own render does.
+    full_features: bool = False
     sort_by_duration: bool = True  # longest first inside a window: fuller batches
     strict: bool = False  # manifest problems are fatal before the engine starts
     scorer: str = DEFAULT_SCORER  # scoring only: not part of the fingerprint
@@ -138,7 +141,7 @@ OPERATIONAL_FIELDS = frozenset({
     "window_rows", "window_audio_s", "decode_workers", "sort_by_duration", "strict",
     # where requests are rendered: predictions byte-identical on CPU (tests/e2e/test_frontend_pool.py); the
     # features' device changes float rounding only, as batch composition does
-    "frontend_workers", "features_device",
+    "frontend_workers", "features_device", "full_features",
     "scorer",  # how finished rows are scored, not what they say: `report DIR --scorer` re-scores any run
     # server mode sends the same prompt to the same model, greedy: where rows go does not change their text
     "server.urls", "server.concurrency", "server.retries", "server.request_timeout_s", "server.api_key_env",

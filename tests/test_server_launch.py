@@ -50,3 +50,49 @@ def test_free_port_is_bindable():
     port = server_launch.free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+# A stand-in CLI: starts a long-lived "server" the way launch() does, prints its pid, then waits to be killed.
+_CLI = """
+import subprocess, sys, time
+from speechlm_batch import server_launch
+server = server_launch.start_detached([sys.executable, "-c", "import time; time.sleep(120)"], subprocess.DEVNULL, {})
+print(server.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _ended(process, timeout_s: float) -> bool:
+    """Gone or a zombie within the timeout (an orphan's reaper may be a PID 1 that never reaps)."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_launched_server_does_not_outlive_a_sigkilled_cli():
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+
+    cli = subprocess.Popen([sys.executable, "-c", _CLI], stdout=subprocess.PIPE, text=True)
+    try:
+        server = psutil.Process(int(cli.stdout.readline()))
+        assert os.getpgid(server.pid) != os.getpgid(cli.pid)  # a session of its own: group signals pass it by
+        cli.send_signal(signal.SIGKILL)  # no cleanup runs in the CLI
+        cli.wait(10)
+        assert _ended(server, 10.0)  # the kernel's SIGTERM on the parent's death
+    finally:
+        cli.kill()
+        cli.wait()

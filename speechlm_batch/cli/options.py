@@ -348,6 +348,12 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "Where audio features (Whisper's log-mel) are computed: cpu or cuda. Default: the engine's device.",
         target="run.features_device", parse=_value, extra={"metavar": "DEVICE"},
     ),
+    RunOption(
+        "full_features", bool, R.full_features, ("--full-features",), ENGINE,
+        "Whisper with front-end workers: send all 3,000 log-mel frames of each clip. Default: without the "
+        "padding frames, which the engine restores bit for bit.",
+        target="run.full_features",
+    ),
     # -- output and logs
     RunOption(
         "log_level", LogLevel, LogLevel.error, ("--log-level",), OUTPUT,

@@ -1,7 +1,8 @@
 """Front-end worker processes with the real engine and real speech (issue 13).
 
 1. The same rows through `pipeline.run` in-process (0 workers) and with 2 spawned workers give byte-identical
-   rows: texts, errors, pieces, prompt tokens (a >30 s file, a missing file and a bad row included).
+   rows: texts, errors, pieces, prompt tokens (a >30 s file, a missing file and a bad row included). The
+   workers send Whisper's log-mel trimmed (whisper_features.py): the engine restores what vLLM would render.
 2. A worker SIGKILLed while it holds rows costs only those rows (`frontend` errors naming the file); a new
    worker takes its place and every other row is transcribed as in-process.
 """
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from sample_rows import absolute_rows
-from speechlm_batch import frontend, pipeline
+from speechlm_batch import frontend, pipeline, whisper_features
 from speechlm_batch.adapters import resolve_adapter
 from speechlm_batch.outputs import InMemoryWriter
 from speechlm_batch.settings import EngineSettings, RunSettings
@@ -97,3 +99,26 @@ def test_workers_match_in_process_and_survive_a_killed_worker(engine, manifests_
     for row in survived:
         if row not in lost:
             assert row == by_id[row["_id"]]
+
+
+def test_workers_send_the_log_mel_trimmed_and_it_restores_to_vllms_own(engine, manifests_dir, tmp_path):
+    assert whisper_features.accepts_trimmed(engine.kwargs)  # the engine above ran the trimming-aware Whisper
+    assert not RunSettings().full_features  # and the pool trims by default
+    renderer = frontend.Renderer(engine.kwargs)
+    adapter = frontend.build_worker_adapter(
+        frontend.FrontendConfig(dict(engine.kwargs), RunSettings().decode, None, True), renderer
+    )
+    manifest = tmp_path / "one.jsonl"
+    manifest.write_text(json.dumps(absolute_rows(manifests_dir, "asterisk.jsonl")[0]) + "\n")
+    (item,) = list(open_manifest(manifest))
+
+    def features(trim: bool):
+        renderer.trim_features = trim
+        (piece,) = frontend.prepare_row(item, adapter, renderer.render).pieces
+        (audio_item,) = whisper_features._audio_items(piece.request.engine_input)
+        return audio_item[whisper_features.FEATURES_KEY].data
+
+    full, trimmed = features(False), features(True)
+    assert full.shape[-1] == 3000 and trimmed.shape[-1] < 1000 and trimmed.dtype == renderer.model_config.dtype
+    restored = whisper_features.restore_frames(trimmed, 3000)
+    assert torch.equal(restored.view(torch.uint8), full.to(trimmed.dtype).view(torch.uint8))
