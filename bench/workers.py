@@ -180,7 +180,7 @@ def _start_engine(job: dict[str, Any]):
     from speechlm_batch.settings import DecodeSettings, EngineSettings, RunSettings
 
     settings = EngineSettings(**job["engine"])
-    engine = Engine.create(settings, job["model"])
+    engine = Engine.create(settings, job["model"], timestamps=False)  # as `transcribe` without --timestamps
     raw_llm = engine.llm
     engine.llm = ProcessorKwargsLLM(raw_llm, {"device": job["mm_device"]} if job.get("mm_device") else None)
     adapter = resolve_adapter(engine.info, DecodeSettings())

@@ -193,7 +193,14 @@ class Engine:
     _rendered: int = 0  # requests added already rendered (front-end workers): their ids are "fe<n>"
 
     @classmethod
-    def create(cls, settings: EngineSettings, model_path: str) -> Engine:
+    def create(cls, settings: EngineSettings, model_path: str, timestamps: bool = True) -> Engine:
+        """Start vLLM for `model_path`.
+
+        Args:
+            timestamps: register Whisper's timestamp rules (`timestamp_processor_kwargs`), needed by requests of
+                --timestamps runs. Off, vLLM on GPUs can run its V2 model runner, which takes no custom logits
+                processors (it falls back to V1 with them).
+        """
         cpu = is_cpu_build()
         settings = nemo_plugin.prepare(settings, model_path)  # NeMo Speech LM: plugin picked, pairing checked
         environment = prepare_environment(settings, cpu=cpu)
@@ -203,7 +210,8 @@ class Engine:
             from vllm import LLM
         except ImportError as e:
             raise EngineError(f"vLLM is not importable: {e}", hint="install the [cpu] or [gpu] extra") from e
-        kwargs.update(timestamp_processor_kwargs(model_path))
+        if timestamps:
+            kwargs.update(timestamp_processor_kwargs(model_path))
         kwargs.update(trimmed_features_kwargs(model_path))
         try:
             with procgroup.engine_processes_apart():  # a Ctrl-C to the CLI's group must not kill the engine

@@ -319,9 +319,10 @@ class FrontendPool:
         self.ready_timeout_s = ready_timeout_s
         self._ctx = mp.get_context("spawn")  # never fork a process that holds vLLM's engine client
         self._results = self._ctx.Queue()
-        # A thread moves results out of the pipe as they arrive. Without it the pipe (64 KiB) fills and the
-        # workers' sends wait until the main process collects, so every row's log-mel crossed the pipe while
-        # the main process, the one that also feeds the engine, did nothing else.
+        # A thread moves results out of the pipe as they arrive and unpickles them. Without it the pipe (64 KiB)
+        # fills and the workers' sends wait until the main process collects, so every row's log-mel crossed the
+        # pipe while the main process, the one that also feeds the engine, did nothing else; unpickling there
+        # too took 1.8 s of an 18 s H200 run, time the thread spends while the main one waits on the engine.
         self._inbox: queue.Queue = queue.Queue()
         self._reader: threading.Thread | None = None
         self._closing = threading.Event()
@@ -331,9 +332,9 @@ class FrontendPool:
         self._next_slot = 0
         self._checked_at = time.monotonic()
         self.replaced = 0  # workers that died or hung and were replaced
-        # Where the main process's time goes in the pool: blocked on the results queue (workers not done yet,
-        # or the pipe's transfer), and unpickling what came. Their sum beside the engine's busy time shows
-        # whether the workers or the engine bound a run.
+        # Where the pool's time goes: the main process blocked on results (workers not done yet, or the pipe's
+        # transfer), beside the engine's busy time, shows whether the workers or the engine bound a run; the
+        # reader thread's unpickling of what came is counted apart.
         self.wait_s = 0.0
         self.receive_s = 0.0
 
@@ -407,8 +408,21 @@ class FrontendPool:
                 continue
             except (EOFError, OSError):  # the queue was closed under us: nothing more can come
                 return
-            if message != _WAKE:
-                self._inbox.put(message)
+            if message == _WAKE:
+                continue
+            kind, slot, task_id, payload = message
+            if kind == "done":
+                payload = self._unpickle(payload)
+            self._inbox.put((kind, slot, task_id, payload))
+
+    def _unpickle(self, payload: bytes) -> PreparedRow:
+        start = time.perf_counter()
+        try:
+            return loads(payload)
+        except Exception as e:  # the row fails, not the reader (the run would wait on it forever)
+            return PreparedRow(RowError(ErrorKind.FRONTEND, f"front-end result unreadable: {type(e).__name__}: {e}"))
+        finally:
+            self.receive_s += time.perf_counter() - start
 
     @property
     def pids(self) -> list[int]:
@@ -454,9 +468,7 @@ class FrontendPool:
         if kind != "done" or worker is None or task_id not in worker.held:
             return  # late news from a worker already replaced: its rows were failed
         worker.held.pop(task_id)
-        start = time.perf_counter()
-        self._done[task_id] = loads(payload)
-        self.receive_s += time.perf_counter() - start
+        self._done[task_id] = payload  # unpickled by the reader thread
 
     def _check_workers(self) -> None:
         now = time.monotonic()

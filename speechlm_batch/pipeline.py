@@ -49,7 +49,7 @@ class LoopStats:
     frontend_workers: int = 0
     frontend_replaced: int = 0  # front-end workers that died or hung (their rows failed) and were replaced
     frontend_wait_s: float = 0.0  # this process blocked on the workers' results (includes the pipe's transfer)
-    frontend_receive_s: float = 0.0  # this process unpickling the workers' results
+    frontend_receive_s: float = 0.0  # the pool's reader thread unpickling the workers' results
     engine_s: float = 0.0
     write_s: float = 0.0
     wall_s: float = 0.0

@@ -138,7 +138,7 @@ def start_engine(settings: RunSettings, model_path: str, log_dir: Path | None = 
     """The local vLLM engine, or the servers of --server / --launch-server (`model_path`: the served name)."""
     if settings.server.enabled:
         return ServerEngine.create(settings, model_path, log_dir)
-    return Engine.create(settings.engine, model_path)
+    return Engine.create(settings.engine, model_path, timestamps=settings.decode.timestamps)
 
 
 def adapter_for(engine: Engine | ServerEngine, decode) -> ModelAdapter:

@@ -123,7 +123,7 @@ def test_leaderboard_files_parse_with_five_keys(data, tmp_path):
 def test_one_engine_for_all_datasets(data, tmp_path, monkeypatch):
     created: list[fakes.FakeEngine] = []
 
-    def create(settings, model_path):
+    def create(settings, model_path, timestamps=True):
         created.append(_engine())
         return created[-1]
 
@@ -212,7 +212,7 @@ def test_timing_extrapolates_a_resumed_run():
 
 @pytest.fixture
 def cli_engine(monkeypatch):
-    monkeypatch.setattr(Engine, "create", staticmethod(lambda settings, model_path: _engine()))
+    monkeypatch.setattr(Engine, "create", staticmethod(lambda settings, model_path, timestamps=True: _engine()))
     monkeypatch.setattr("speechlm_batch.cli.common.resolve_model", lambda name: "fake-model")
     monkeypatch.setattr(ui.console, "width", 300)
     monkeypatch.setattr(ui.out, "width", 300)
@@ -395,7 +395,7 @@ def test_cli_eval_all_is_the_2026_public_set_with_stitched_earnings22(cli_engine
             make_dataset(ALPHA, [0.5, 0.6, 0.7, 0.8, 0.9]).save_to_disk(str(spec.mirror_dir(mirror)))
     answers = {**PREDICTIONS, "k0": "good morning", "k1": "and welcome"}
     engine = fakes.FakeEngine(lambda utterance_id: answers.get(utterance_id, ""), cost_s=0.01)
-    monkeypatch.setattr(Engine, "create", staticmethod(lambda settings, model_path: engine))
+    monkeypatch.setattr(Engine, "create", staticmethod(lambda settings, model_path, timestamps=True: engine))
     code, text = invoke("eval", "-d", "all", "--datasets-dir", mirror, "-o", tmp_path / "out", "-m", "org/m")
     assert code == 0, text
     assert engine.shutdowns == 1  # one engine for the seven sets

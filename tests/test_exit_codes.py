@@ -33,7 +33,7 @@ def fake_engine(monkeypatch):
     starts: list[dict[str, Any]] = []
     state: dict[str, Any] = {"signal_after": None}
 
-    def create(settings, model_path):
+    def create(settings, model_path, timestamps=True):
         kwargs = {"model": model_path, "trust_remote_code": settings.trust_remote_code}
         starts.append(kwargs)
         return FakeEngine(lambda _id: f" {FAKE_TEXT} ", fake_model_info(model_path), kwargs,
