@@ -293,15 +293,13 @@ def _naive(llm: Any, adapter: Any, corpus: Corpus) -> dict[str, Any]:
 
 def _ceiling(engine: Any, adapter: Any, run: Any, corpus: Corpus) -> dict[str, Any]:
     """The engine alone: every clip rendered (by the front-end pool, untimed), then all added and stepped."""
-    from speechlm_batch import frontend, whisper_features
+    from speechlm_batch import frontend
     from speechlm_batch.types import Utterance
 
     audio = [np.array(a) for a in corpus.audio()]
     items = [Utterance(c.id, i, c.path, {}, audio=(audio[i], SAMPLE_RATE)) for i, c in enumerate(corpus.clips)]
     workers = frontend.worker_count(run, engine.info.accelerator == "cpu") or 2
-    trim = not run.full_features and whisper_features.accepts_trimmed(engine.kwargs)  # as the product's pool does
-    config = frontend.FrontendConfig(dict(engine.kwargs), run.decode, run.features_device,
-                                     engine.info.accelerator == "cpu", trim)
+    config = frontend.pool_config(engine, run)  # as the product's pool
     render0 = time.perf_counter()
     with frontend.FrontendPool(config, workers) as pool:
         prepared = pool.collect([pool.submit(item) for item in items])

@@ -108,6 +108,13 @@ def with_features_device(adapter: ModelAdapter, device: str | None) -> ModelAdap
     return replace(adapter, feature_device=None if device == "cpu" else device)  # type: ignore[type-var]
 
 
+def pool_config(engine: Any, settings: RunSettings) -> FrontendConfig:
+    """What the workers of a pool feeding `engine` need; log-mels are trimmed where its model restores them."""
+    trim = not settings.full_features and whisper_features.accepts_trimmed(engine.kwargs)
+    cpu = engine.info.accelerator == "cpu"
+    return FrontendConfig(dict(engine.kwargs), settings.decode, settings.features_device, cpu, trim)
+
+
 def start_pool(engine: Any, settings: RunSettings) -> FrontendPool | None:
     """The run's front-end pool, started (None when the front end runs in-process). The caller closes it."""
     if settings.server.enabled:  # servers render their own requests from the audio the client sends
@@ -116,9 +123,7 @@ def start_pool(engine: Any, settings: RunSettings) -> FrontendPool | None:
     workers = worker_count(settings, cpu)
     if not workers:
         return None
-    trim = not settings.full_features and whisper_features.accepts_trimmed(engine.kwargs)
-    config = FrontendConfig(dict(engine.kwargs), settings.decode, settings.features_device, cpu, trim)
-    pool = FrontendPool(config, workers)
+    pool = FrontendPool(pool_config(engine, settings), workers)
     try:
         pool.start()
     except BaseException:

@@ -45,8 +45,8 @@ def trim_repeated_tail(features: Any) -> Any:
 
 
 def restore_frames(features: Any, frames: int) -> Any:
-    """Trimmed features (one tensor or a list of them, frames last) padded back to `frames` by repeating
-    each one's last frame; stacked into one tensor again when they all had the same length, as vLLM does."""
+    """Trimmed features (one tensor, or vLLM's list of them when their lengths differ; frames last) padded back
+    to `frames` by repeating each one's last frame. A list comes back stacked, as vLLM batches equal shapes."""
     import torch
 
     def pad(tensor: Any) -> Any:

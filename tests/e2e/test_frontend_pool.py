@@ -105,9 +105,7 @@ def test_workers_send_the_log_mel_trimmed_and_it_restores_to_vllms_own(engine, m
     assert whisper_features.accepts_trimmed(engine.kwargs)  # the engine above ran the trimming-aware Whisper
     assert not RunSettings().full_features  # and the pool trims by default
     renderer = frontend.Renderer(engine.kwargs)
-    adapter = frontend.build_worker_adapter(
-        frontend.FrontendConfig(dict(engine.kwargs), RunSettings().decode, None, True), renderer
-    )
+    adapter = frontend.build_worker_adapter(frontend.pool_config(engine, RunSettings()), renderer)
     manifest = tmp_path / "one.jsonl"
     manifest.write_text(json.dumps(absolute_rows(manifests_dir, "asterisk.jsonl")[0]) + "\n")
     (item,) = list(open_manifest(manifest))
